@@ -1,0 +1,4 @@
+from .efficientvit import EfficientViT
+from .shvit import SHViT
+
+__all__ = ['EfficientViT', 'SHViT']
