@@ -43,7 +43,6 @@ else
 fi
 
 # 2. build tools mmcv's source build needs, and the pure-python stack.
-has "setuptools" "wheel" "ninja" || true
 "$PY" - <<'PYEOF' >/dev/null 2>&1 || { say "installing build tools"; "${PIP[@]}" "setuptools>=77,<81" wheel ninja; }
 from importlib import metadata
 import wheel, ninja  # noqa: F401
@@ -64,15 +63,19 @@ has "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" || {
   "${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0"
 }
 
-# 5. this package (editable) with its test/tool extras.
-has "evit_mm" && [ -f "$ROOT/evit_mm.egg-info/PKG-INFO" ] || {
-  say "installing evit_mm (editable)"
+# 5. this package (editable, with the test/tool extras), from this checkout.
+if ! (cd / && "$PY" - "$ROOT") <<'PYEOF' >/dev/null 2>&1
+import os, sys
+import evit_mm, pytest, onnx, onnxruntime, matplotlib  # noqa: F401
+assert os.path.dirname(os.path.dirname(os.path.abspath(evit_mm.__file__))) == os.path.abspath(sys.argv[1])
+PYEOF
+then
+  say "installing evit_mm (editable) from $ROOT"
   "${PIP[@]}" --no-build-isolation -e "$ROOT[all]"
-}
-has "pytest" "onnx" "onnxruntime" "matplotlib" || "${PIP[@]}" -e "$ROOT[all]" --no-build-isolation
+fi
 
-# 6. check.
-"$PY" - <<'PYEOF'
+# 6. check (outside the checkout, so the installed package is what gets imported).
+(cd / && "$PY" -) <<'PYEOF'
 import sys
 problems = []
 def check(what, fn, hint):
