@@ -242,3 +242,31 @@ def load_pretrained(model: nn.Module, source: str, prefix: Optional[str] = None)
         note = f'; dropped {len(dropped)} unused keys: {", ".join(kinds)}'
     print_log(f'Loaded {len(state_dict)} tensors into {type(model).__name__} from '
               f'{resolve_checkpoint(str(source))}{note}', logger='current')
+
+
+def _load_local_safely(filename: str, map_location=None):
+    filename = os.path.expanduser(filename)
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f'{filename} can not be found.')
+    return safe_torch_load(filename, map_location=map_location)
+
+
+def _load_url_safely(filename: str, map_location=None, model_dir=None):
+    if model_dir is not None:
+        raise CheckpointError('model_dir is not supported; checkpoints go to the torch hub cache.')
+    return safe_torch_load(_download(filename), map_location=map_location)
+
+
+def use_safe_checkpoint_loaders() -> None:
+    """Make mmengine read local and http(s) checkpoints with ``weights_only=True`` plus mmengine's types.
+
+    With torch >= 2.6, mmengine 0.10.7's ``torch.load`` defaults to weights-only and
+    fails on its own runner checkpoints (``--resume``, ``load_from``) because they hold
+    ``HistoryBuffer`` and numpy objects; and its URL loader unpickles downloads with
+    ``weights_only=False``. Both now use :func:`safe_torch_load`, which admits exactly
+    those data types and nothing that can run code.
+    """
+    from mmengine.runner.checkpoint import CheckpointLoader
+    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_local_safely)
+    CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
+                                     force=True)(_load_url_safely)

@@ -1,4 +1,5 @@
 from .efficientvit import EfficientViT
+from .necks import EfficientViTFPN
 from .shvit import SHViT
 
-__all__ = ['EfficientViT', 'SHViT']
+__all__ = ['EfficientViT', 'EfficientViTFPN', 'SHViT']

@@ -1,0 +1,12 @@
+# RetinaNet, COCO 2017, 1x (12 epochs) with SHViT-S3 (ImageNet-1k pretrained).
+# Recipe: official EfficientViT / SHViT detection configs.
+# Reported: No official result for this combination.
+_base_ = './_base_/retinanet_evit_fpn.py'
+custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='evit_mm.SHViT',
+        arch='s3',
+        init_cfg=dict(type='Pretrained', checkpoint='shvit_s3')),
+    neck=dict(in_channels=[192, 352, 448]))

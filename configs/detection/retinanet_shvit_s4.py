@@ -1,0 +1,12 @@
+# RetinaNet, COCO 2017, 1x (12 epochs) with SHViT-S4 (ImageNet-1k pretrained).
+# Recipe: official EfficientViT / SHViT detection configs.
+# Reported: Official SHViT repo (mmdet 2.x): 38.8 box AP on COCO val2017.
+_base_ = './_base_/retinanet_evit_fpn.py'
+custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='evit_mm.SHViT',
+        arch='s4',
+        init_cfg=dict(type='Pretrained', checkpoint='shvit_s4')),
+    neck=dict(in_channels=[224, 336, 448]))

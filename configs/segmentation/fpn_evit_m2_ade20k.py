@@ -1,0 +1,12 @@
+# Semantic FPN, ADE20K, 40k iterations, 512x512 with EfficientViT-M2 (ImageNet-1k pretrained).
+# Recipe: Semantic FPN as reported by PVT / PoolFormer / EfficientFormer.
+# Reported: No official result for this combination.
+_base_ = './_base_/fpn_evit_ade20k.py'
+custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
+
+model = dict(
+    backbone=dict(
+        type='evit_mm.EfficientViT',
+        arch='m2',
+        init_cfg=dict(type='Pretrained', checkpoint='efficientvit_m2')),
+    neck=dict(in_channels=[128, 192, 224]))

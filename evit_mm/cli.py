@@ -1,0 +1,202 @@
+"""``tools/train.py`` and ``tools/test.py``: the mmdet / mmseg command lines for evit_mm configs.
+
+The framework comes from the config (``default_scope``). Checkpoints are read
+with ``weights_only=True`` plus mmengine's own data types (see
+:func:`evit_mm.checkpoint.use_safe_checkpoint_loaders`), so ``--resume`` and
+``load_from`` work on torch >= 2.6 while downloads still cannot run code.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+from typing import List, Optional
+
+from mmengine.config import Config, DictAction
+from mmengine.logging import print_log
+
+from .checkpoint import use_safe_checkpoint_loaders
+from .runtime import (DatasetMissingError, adapt_to_device, apply_demo, check_dataset,
+                      framework_of, init_cpu_distributed, register_framework)
+
+
+def _common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--work-dir', help='directory for logs, checkpoints and results')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config entries, e.g. model.backbone.frozen_stages=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher for distributed runs')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--demo', action='store_true',
+                        help='run on a small generated dataset in the real format (no COCO/ADE20K '
+                             'needed), with a CPU-sized scale and schedule')
+    parser.add_argument('--demo-iters', type=int, default=None,
+                        help='demo schedule length: epochs (detection) or iterations '
+                             '(segmentation)')
+    parser.add_argument('--demo-images', type=int, default=None,
+                        help='number of generated training images (validation: a quarter)')
+
+
+def _load_config(args: argparse.Namespace, mode: str) -> tuple:
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:  # before the demo settings (a local checkpoint) and after (they win)
+        cfg.merge_from_dict(args.cfg_options)
+    framework = framework_of(cfg)
+    register_framework(framework)
+    use_safe_checkpoint_loaders()
+    cfg.launcher = args.launcher
+    name = osp.splitext(osp.basename(args.config))[0] + ('_demo' if args.demo else '')
+    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
+    notes = adapt_to_device(cfg)
+    if args.demo:
+        notes += apply_demo(cfg, framework, iterations=args.demo_iters,
+                            num_images=args.demo_images)
+        if args.cfg_options:
+            cfg.merge_from_dict(args.cfg_options)
+    else:
+        try:
+            check_dataset(cfg, framework)
+        except DatasetMissingError as err:
+            sys.exit(f'[evit_mm {mode}] {err}')
+    return cfg, framework, notes
+
+
+def _build_runner(cfg: Config):
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    init_cpu_distributed(cfg)
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def train_main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description='Train a detector or segmentor')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto',
+                        help='resume from the latest checkpoint in the work dir, or from the '
+                             'given checkpoint')
+    parser.add_argument('--amp', action='store_true', help='mixed-precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate by total batch size / base batch size')
+    _common_args(parser)
+    args = parser.parse_args(argv)
+    cfg, framework, notes = _load_config(args, 'train')
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr') or {}, enable=True)
+    seed = (cfg.get('randomness') or {}).get('seed')
+    if seed is not None:
+        import evit_mm.hooks  # noqa: F401  (registers the hook)
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='ReproducibleResumeHook', seed=seed)]
+        notes.append(f'Seed {seed}: random streams follow the schedule position, so a resumed '
+                     'run reproduces an uninterrupted one.')
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume:
+        cfg.resume, cfg.load_from = True, args.resume
+    runner = _build_runner(cfg)
+    for note in notes:
+        print_log(f'[evit_mm] {note}', logger='current')
+    runner.train()
+    metrics = _last_metrics(runner)
+    if args.demo:
+        _print_demo_summary(metrics, framework)
+    return metrics
+
+
+def _last_metrics(runner) -> dict:
+    """Validation metrics of the last evaluation (from the message hub)."""
+    scalars = runner.message_hub.log_scalars
+    return {k[len('val/'):]: v.current() for k, v in scalars.items() if k.startswith('val/')}
+
+
+def _print_demo_summary(metrics: dict, framework: str) -> None:
+    keys = (['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'] if framework == 'mmdet'
+            else ['mIoU', 'aAcc'])
+    shown = ', '.join(f'{k}={metrics[k]:.3f}' for k in keys if k in metrics) or 'no metrics'
+    print(f'\n[evit_mm] DEMO RESULT (synthetic demo data, not COCO/ADE20K): {shown}\n')
+
+
+def test_main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='mmdet: dump raw results to this .pkl file; mmseg: save '
+                                      'predicted label maps to this directory')
+    parser.add_argument('--show-dir', help='save drawn predictions to this directory')
+    _common_args(parser)
+    args = parser.parse_args(argv)
+    cfg, framework, notes = _load_config(args, 'test')
+    cfg.load_from = args.checkpoint
+    if args.show_dir:
+        hook = cfg.default_hooks.visualization
+        hook['draw'] = True
+        if framework == 'mmdet':
+            hook['test_out_dir'] = osp.abspath(args.show_dir)
+        else:
+            cfg.visualizer['save_dir'] = osp.abspath(args.show_dir)
+    if args.out and framework == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    runner = _build_runner(cfg)
+    for note in notes:
+        print_log(f'[evit_mm] {note}', logger='current')
+    if args.out and framework == 'mmdet':
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError('--out must name a .pkl or .pickle file for detection results.')
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    metrics = runner.test()
+    record = dict(config=args.config, checkpoint=args.checkpoint, demo=args.demo,
+                  metrics={k: float(v) for k, v in metrics.items()
+                           if isinstance(v, (int, float))})
+    with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:
+        json.dump(record, f, indent=2)
+    if args.demo:
+        _print_demo_summary(metrics, framework)
+    return metrics
+
+
+def image_demo_main(argv: Optional[List[str]] = None) -> str:
+    parser = argparse.ArgumentParser(description='Draw the predictions of a model on one image')
+    parser.add_argument('config', help='config file (for a --demo model: the one saved in its '
+                                       'work dir)')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('image', help='image file')
+    parser.add_argument('--out-file', required=True, help='where to write the drawn image')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda:0')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='detection score threshold')
+    parser.add_argument('--opacity', type=float, default=0.5, help='segmentation overlay opacity')
+    args = parser.parse_args(argv)
+    cfg = Config.fromfile(args.config)
+    framework = framework_of(cfg)
+    register_framework(framework)
+    use_safe_checkpoint_loaders()
+    adapt_to_device(cfg)
+    cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
+    if framework == 'mmdet':
+        import mmcv
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.registry import VISUALIZERS
+        model = init_detector(cfg, args.checkpoint, device=args.device)
+        result = inference_detector(model, args.image)
+        visualizer = VISUALIZERS.build(model.cfg.visualizer)
+        visualizer.dataset_meta = model.dataset_meta
+        visualizer.add_datasample('result', mmcv.imread(args.image, channel_order='rgb'),
+                                  data_sample=result, draw_gt=False, show=False,
+                                  pred_score_thr=args.score_thr, out_file=args.out_file)
+        count = int((result.pred_instances.scores >= args.score_thr).sum())
+        print(f'{count} detections with score >= {args.score_thr} drawn to {args.out_file}')
+    else:
+        from mmseg.apis import inference_model, init_model, show_result_pyplot
+        model = init_model(cfg, args.checkpoint, device=args.device)
+        result = inference_model(model, args.image)
+        show_result_pyplot(model, args.image, result, opacity=args.opacity, show=False,
+                           out_file=args.out_file)
+        labels = result.pred_sem_seg.data.unique().tolist()
+        print(f'segmentation with {len(labels)} classes drawn to {args.out_file}')
+    return args.out_file

@@ -1,0 +1,234 @@
+"""Preparing a config for a run: framework, dataset presence, demo mode, device.
+
+Used by ``tools/train.py`` and ``tools/test.py``; nothing here imports mmdet or
+mmseg until a run asks for that framework.
+"""
+import importlib
+import os
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+from mmengine.config import Config, ConfigDict
+
+from .checkpoint import PRETRAINED_URLS
+
+FRAMEWORKS = ('mmdet', 'mmseg')
+DEMO_ROOT = os.path.join('data', 'evit_mm_demo')
+DATA_HELP = {
+    'mmdet': ('COCO 2017: download train2017, val2017 and annotations_trainval2017 from '
+              'https://cocodataset.org/#download and unpack them as data/coco/{train2017,val2017,'
+              'annotations}'),
+    'mmseg': ('ADE20K: download ADEChallengeData2016.zip from '
+              'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip and unpack '
+              'it as data/ade/ADEChallengeData2016'),
+}
+
+
+class DatasetMissingError(FileNotFoundError):
+    """The config's dataset is not on disk; the message says where it is expected."""
+
+
+def framework_of(cfg: Config) -> str:
+    """``'mmdet'`` or ``'mmseg'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in FRAMEWORKS:
+        raise ValueError(f'Config default_scope is {scope!r}; evit_mm tools run mmdet or mmseg '
+                         'configs (inherit from an mmdet:: or mmseg:: base).')
+    return scope
+
+
+def register_framework(framework: str) -> None:
+    importlib.import_module(f'{framework}.utils').register_all_modules(init_default_scope=True)
+
+
+def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
+    """``(name, dataset cfg)`` of every dataloader, unwrapping RepeatDataset & co."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        dataset = (cfg.get(loader) or {}).get('dataset')
+        while dataset is not None and 'dataset' in dataset:
+            dataset = dataset['dataset']
+        if dataset is not None:
+            yield loader, dataset
+
+
+def _expected_paths(dataset: ConfigDict) -> List[str]:
+    root = dataset.get('data_root', '') or ''
+    paths = []
+    if dataset.get('ann_file'):
+        paths.append(os.path.join(root, dataset['ann_file']))
+    for prefix in (dataset.get('data_prefix') or {}).values():
+        if prefix:
+            paths.append(os.path.join(root, prefix))
+    return paths or [root]
+
+
+def check_dataset(cfg: Config, framework: str) -> None:
+    """Raise :class:`DatasetMissingError` naming the first missing dataset path."""
+    for loader, dataset in iter_datasets(cfg):
+        for path in _expected_paths(dataset):
+            if not os.path.exists(path):
+                raise DatasetMissingError(
+                    f'Dataset not found: {path} (needed by {loader}). {DATA_HELP[framework]}; '
+                    f'or point the config at your copy with --cfg-options '
+                    f'{loader}.dataset.data_root=PATH. To try the pipeline without the dataset, '
+                    f'add --demo: it trains and tests on a small generated dataset.')
+
+
+def use_cpu_norms(cfg: Config) -> bool:
+    """Replace SyncBN by BN everywhere (SyncBN needs CUDA); True if anything changed."""
+    changed = False
+
+    def visit(node):
+        nonlocal changed
+        if isinstance(node, dict):
+            if node.get('type') == 'SyncBN':
+                node['type'] = 'BN'
+                changed = True
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+
+    visit(cfg._cfg_dict)
+    return changed
+
+
+def adapt_to_device(cfg: Config) -> List[str]:
+    """CPU runs: BN instead of SyncBN, gloo and a CPU DDP wrapper. Returns notes to print."""
+    notes = []
+    if torch.cuda.is_available():
+        return notes
+    if use_cpu_norms(cfg):
+        notes.append('No CUDA device: SyncBN replaced by BN.')
+    if cfg.get('launcher', 'none') != 'none':
+        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+        notes.append('No CUDA device: distributed over CPU processes with gloo.')
+    return notes
+
+
+def init_cpu_distributed(cfg: Config) -> None:
+    """Start the gloo process group for a torchrun launch on CPU (mmengine assumes CUDA)."""
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available() \
+            and not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+
+
+def _register_cpu_ddp() -> None:
+    from mmengine.model import MMDistributedDataParallel
+    from mmengine.registry import MODEL_WRAPPERS
+
+    if 'CPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict:
+        return
+
+    @MODEL_WRAPPERS.register_module()
+    class CPUDistributedDataParallel(MMDistributedDataParallel):
+        """mmengine's DDP wrapper for CPU modules, which take no ``device_ids``."""
+
+        def __init__(self, module, device_ids=None, **kwargs) -> None:
+            super().__init__(module=module, device_ids=None, **kwargs)
+
+
+_register_cpu_ddp()
+
+
+def _local_checkpoint(init_cfg: Optional[dict]) -> Optional[str]:
+    checkpoint = (init_cfg or {}).get('checkpoint')
+    if checkpoint and checkpoint not in PRETRAINED_URLS and os.path.isfile(
+            os.path.expanduser(str(checkpoint))):
+        return str(checkpoint)
+    return None
+
+
+def _set_pipeline_scale(pipeline: list, scale: Tuple[int, int]) -> None:
+    for step in pipeline:
+        if step.get('type') in ('Resize', 'RandomResize'):
+            step['scale'] = scale
+        if step.get('type') == 'RandomCrop':
+            step['crop_size'] = (scale[1], scale[1])
+
+
+def _set_num_classes(node, num_classes: int) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == 'num_classes':
+                node[key] = num_classes
+            else:
+                _set_num_classes(value, num_classes)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _set_num_classes(value, num_classes)
+
+
+def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
+               iterations: Optional[int] = None, num_images: Optional[int] = None) -> List[str]:
+    """Turn a COCO / ADE20K config into a CPU-sized run on generated data in the same formats.
+
+    The model, dataset and metric types and the pipeline stay those of the config;
+    the data root, input scale, batch size, schedule and learning rate are scaled
+    down, and detection heads are sized to the demo's four COCO classes.
+    The backbone trains from scratch unless its ``init_cfg`` names a local file.
+    """
+    from .demo_data import make_ade20k_demo, make_coco_demo
+    notes = []
+    backbone = cfg.model.backbone
+    local = _local_checkpoint(backbone.get('init_cfg'))
+    if local:
+        notes.append(f'Backbone initialised from the local checkpoint {local}.')
+    else:
+        backbone['init_cfg'] = None
+        backbone['norm_eval'] = False  # BN statistics must be learned without pretraining
+        notes.append('Backbone trained from scratch (no local checkpoint given; pass one with '
+                     '--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
+    if framework == 'mmdet':
+        from .demo_data import DET_OBJECTS
+        sizes = (num_images, max(1, num_images // 4)) if num_images else (160, 40)
+        data_root = str(make_coco_demo(os.path.join(root, f'coco_{sizes[0]}'), *sizes)) + '/'
+        scale = (192, 192)
+        epochs = iterations or 12
+        classes = tuple(DET_OBJECTS)
+        for loader, dataset in iter_datasets(cfg):
+            dataset['data_root'] = data_root
+            dataset['metainfo'] = dict(classes=classes)
+            _set_pipeline_scale(dataset['pipeline'], scale)
+        _set_num_classes(cfg.model, len(classes))
+        notes.append(f'Demo classes (COCO names): {", ".join(classes)}; heads sized to them.')
+        for key in ('val_evaluator', 'test_evaluator'):
+            cfg[key]['ann_file'] = data_root + 'annotations/instances_val2017.json'
+        cfg.train_cfg = dict(type='EpochBasedTrainLoop', max_epochs=epochs,
+                             val_interval=max(1, epochs // 4))
+        cfg.param_scheduler = [
+            dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+            dict(type='MultiStepLR', begin=0, end=epochs, by_epoch=True,
+                 milestones=[int(epochs * 0.75)], gamma=0.1)]
+        cfg.optim_wrapper.optimizer['lr'] = 4e-4
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=max(1, epochs // 4),
+                                            max_keep_ckpts=2)
+        batch = 4
+    else:
+        sizes = (num_images, max(1, num_images // 4)) if num_images else (80, 20)
+        data_root = str(make_ade20k_demo(os.path.join(root, f'ade20k_{sizes[0]}'), *sizes))
+        crop = (256, 256)
+        iters = iterations or 1000
+        cfg.model.data_preprocessor['size'] = crop
+        for loader, dataset in iter_datasets(cfg):
+            dataset['data_root'] = data_root
+            _set_pipeline_scale(dataset['pipeline'], (1024, 256))
+        cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
+                             val_interval=max(1, iters // 4))
+        cfg.param_scheduler = [dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=iters,
+                                    by_epoch=False)]
+        cfg.optim_wrapper.optimizer['lr'] = 1e-3
+        cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False,
+                                            interval=max(1, iters // 4), max_keep_ckpts=2)
+        batch = 4
+    cfg.train_dataloader.batch_size = batch
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].num_workers = 0
+        cfg[loader].persistent_workers = False
+    cfg.default_hooks.logger['interval'] = min(cfg.default_hooks.logger.get('interval', 10), 10)
+    notes.append(f'DEMO MODE: synthetic data at {data_root}, CPU-sized scale and schedule. '
+                 'Metrics are on demo data, not on COCO / ADE20K.')
+    return notes

@@ -1,0 +1,141 @@
+"""Converter, missing-dataset message, and plug-in use from a config outside this repo."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from evit_mm.checkpoint import CheckpointError
+from evit_mm.convert import build_model_from_config, convert_detector
+
+REPO = Path(__file__).resolve().parents[1]
+CONVERSIONS = [  # official file name, our config, backbone variant, neck fixture
+    ('retinanet_efficientvit_m4_fpn_1x_coco.pth', 'retinanet_evit_m4', 'efficientvit_m4',
+     'retinanet_efficientvit_m4_fpn_1x_coco_neck_seed3000.pth'),
+    ('mask_rcnn_efficientvit_m4_fpn_1x_coco.pth', 'mask_rcnn_evit_m4', 'efficientvit_m4',
+     'mask_rcnn_efficientvit_m4_fpn_1x_coco_neck_seed3001.pth'),
+    ('retinanet_shvit_s4_1x_coco.pth', 'retinanet_shvit_s4', 'shvit_s4', None),
+    ('maskrcnn_shvit_s4_1x_coco.pth', 'mask_rcnn_shvit_s4', 'shvit_s4', None),
+]
+
+
+def _official_mmdet2_checkpoint(reference, official_keys, config, variant, neck_fixture):
+    """An mmdet 2.x-style detector checkpoint: official backbone keys (downstream 7x7 biases and
+    index buffers), the official neck keys, mmdet head keys, mmcv-1 meta and optimizer state."""
+    model = build_model_from_config(str(config))
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape, dtype in official_keys[variant]['keys']:
+        if key.startswith('head.'):
+            continue
+        if key.endswith('attention_bias_idxs'):
+            state['backbone.' + key] = torch.zeros(49, 49, dtype=torch.int64)
+            continue
+        if key.endswith('attention_biases'):
+            shape = [shape[0], 49]
+        state['backbone.' + key] = (torch.zeros(shape, dtype=torch.int64) if dtype == 'int64'
+                                    else torch.randn(shape, generator=gen))
+    if neck_fixture:
+        state.update(torch.load(reference / 'neck' / neck_fixture, weights_only=True)['state_dict'])
+    for key, value in model.state_dict().items():
+        if not key.startswith(('backbone.', 'neck.') if neck_fixture else 'backbone.'):
+            state[key] = torch.randn(value.shape, generator=gen)
+    meta = dict(mmdet_version='2.28.2', CLASSES=tuple(f'class{i}' for i in range(80)),
+                config='# mmdet 2.x config text', epoch=12, iter=87960)
+    return dict(meta=meta, state_dict=state,
+                optimizer=dict(state={}, param_groups=[dict(lr=1e-6, params=[0, 1])])), model
+
+
+@pytest.mark.parametrize('official,config,variant,neck', CONVERSIONS, ids=[c[1] for c in CONVERSIONS])
+def test_convert_official_detector(reference, official_keys, tmp_path, official, config, variant,
+                                   neck):
+    config = REPO / 'configs' / 'detection' / f'{config}.py'
+    checkpoint, model = _official_mmdet2_checkpoint(reference, official_keys, config, variant, neck)
+    src, dst = tmp_path / official, tmp_path / 'converted.pth'
+    torch.save(checkpoint, src)
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools/model_converters/convert_official_detector.py'),
+         str(src), str(config), str(dst)], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'every key of' in result.stdout
+    converted = torch.load(dst, weights_only=True)
+    assert converted['meta']['dataset_meta']['classes'][3] == 'class3'
+    from mmdet.apis import init_detector
+    detector = init_detector(str(config), str(dst), device='cpu')
+    loaded = detector.state_dict()
+    assert loaded.keys() == model.state_dict().keys()
+    for key, value in loaded.items():
+        assert torch.equal(value, checkpoint['state_dict'][key]), key
+
+
+def test_converter_rejects_mismatched_detector(reference, official_keys, tmp_path):
+    config = REPO / 'configs' / 'detection' / 'retinanet_evit_m4.py'
+    checkpoint, _ = _official_mmdet2_checkpoint(reference, official_keys, config, 'efficientvit_m4',
+                                                CONVERSIONS[0][3])
+    del checkpoint['state_dict']['bbox_head.retina_cls.weight']
+    torch.save(checkpoint, tmp_path / 'broken.pth')
+    other = REPO / 'configs' / 'detection' / 'retinanet_evit_m3.py'
+    with pytest.raises(CheckpointError, match=r'missing .*bbox_head\.retina_cls\.weight'):
+        convert_detector(str(tmp_path / 'broken.pth'), str(config))
+    with pytest.raises(CheckpointError, match=r'shape mismatches .*retinanet_evit_m3'):
+        convert_detector(str(tmp_path / 'broken.pth'), str(other))
+
+
+@pytest.mark.parametrize('config,expected', [
+    ('configs/detection/retinanet_evit_m4.py', 'data/coco/annotations/instances_train2017.json'),
+    ('configs/segmentation/fpn_shvit_s1_ade20k.py', 'data/ade/ADEChallengeData2016/images/training'),
+])
+def test_missing_dataset_message(tmp_path, config, expected):
+    result = subprocess.run([sys.executable, str(REPO / 'tools/train.py'), str(REPO / config)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0
+    message = result.stderr.strip().splitlines()[-1]
+    assert f'Dataset not found: {expected}' in message
+    assert '--demo' in message and 'download' in message
+    assert 'Traceback' not in result.stderr
+
+
+EXTERNAL = {
+    'mmdet': ("""
+        _base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+        custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
+        model = dict(
+            backbone=dict(_delete_=True, type='evit_mm.SHViT', arch='s1'),
+            neck=dict(_delete_=True, type='evit_mm.EfficientViTFPN', in_channels=[128, 224, 320],
+                      out_channels=256, num_outs=5, num_extra_trans_convs=1,
+                      add_extra_convs='on_input'))
+        """, """
+        import numpy as np
+        from mmdet.apis import inference_detector, init_detector
+        model = init_detector('external.py', None, device='cpu')
+        result = inference_detector(model, np.random.randint(0, 255, (120, 160, 3), np.uint8))
+        print(type(model.backbone).__name__, tuple(result.pred_instances.bboxes.shape[1:]))
+        """, 'SHViT (4,)'),
+    'mmseg': ("""
+        _base_ = 'mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py'
+        custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
+        model = dict(
+            pretrained=None,
+            backbone=dict(_delete_=True, type='evit_mm.EfficientViT', arch='m0'),
+            neck=dict(_delete_=True, type='evit_mm.EfficientViTFPN', in_channels=[64, 128, 192],
+                      out_channels=256, num_outs=5, num_extra_trans_convs=2))
+        """, """
+        import numpy as np
+        from mmseg.apis import inference_model, init_model
+        model = init_model('external.py', None, device='cpu')
+        result = inference_model(model, np.random.randint(0, 255, (120, 160, 3), np.uint8))
+        print(type(model.backbone).__name__, tuple(result.pred_sem_seg.data.shape))
+        """, 'EfficientViT (1, 120, 160)'),
+}
+
+
+@pytest.mark.parametrize('framework', ['mmdet', 'mmseg'])
+def test_config_outside_repo_with_custom_imports(tmp_path, framework):
+    config, script, expected = EXTERNAL[framework]
+    (tmp_path / 'external.py').write_text(textwrap.dedent(config))
+    result = subprocess.run([sys.executable, '-c', textwrap.dedent(script)], capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == expected

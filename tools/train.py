@@ -1,0 +1,8 @@
+"""Train an evit_mm detector (mmdet) or segmentor (mmseg) config.
+
+    python tools/train.py configs/detection/retinanet_evit_m4.py [--demo] [--resume] ...
+"""
+from evit_mm.cli import train_main
+
+if __name__ == '__main__':
+    train_main()
