@@ -11,6 +11,7 @@
   backbone tensor, or raises :class:`CheckpointError` naming the keys and shapes.
 """
 import argparse
+import collections
 import os
 import pickle
 import urllib.error
@@ -40,8 +41,9 @@ class CheckpointError(RuntimeError):
 
 def _safe_globals() -> list:
     from mmengine.logging import HistoryBuffer
-    safe = [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype]
-    safe += [np.core.multiarray._reconstruct, np.core.multiarray.scalar]
+    multiarray = (np._core if hasattr(np, '_core') else np.core).multiarray
+    safe = [argparse.Namespace, collections.Counter, HistoryBuffer, np.ndarray, np.dtype]
+    safe += [multiarray._reconstruct, multiarray.scalar]
     safe += [type(np.dtype(t)) for t in ('float16', 'float32', 'float64', 'int32', 'int64',
                                          'uint8', 'bool')]
     return safe
@@ -195,9 +197,10 @@ def _guess_arch(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
 def _describe_mismatch(model: nn.Module, state_dict: Dict[str, torch.Tensor],
                        missing: List[str], unexpected: List[str],
                        mismatched: List[Tuple[str, tuple, tuple]]) -> str:
-    lines = [f'The checkpoint does not fit {type(model).__name__}'
-             f"(arch='{getattr(model, 'arch_name', '?')}'"
-             f"{', deploy=True' if getattr(model, 'deploy', False) else ''}):"]
+    name = type(model).__name__
+    if hasattr(model, 'arch_name'):
+        name += f"(arch='{model.arch_name}'{', deploy=True' if model.deploy else ''})"
+    lines = [f'The checkpoint does not fit {name}:']
 
     def listing(title: str, items: list) -> None:
         if items:
@@ -205,7 +208,7 @@ def _describe_mismatch(model: nn.Module, state_dict: Dict[str, torch.Tensor],
             more = f' ... (+{len(items) - 8} more)' if len(items) > 8 else ''
             lines.append(f'  {title} ({len(items)}): {shown}{more}')
 
-    listing('missing backbone keys', missing)
+    listing('missing keys', missing)
     listing('unexpected keys', unexpected)
     listing('shape mismatches (key, checkpoint, model)', mismatched)
     guess = _guess_arch(state_dict)
@@ -244,17 +247,33 @@ def load_pretrained(model: nn.Module, source: str, prefix: Optional[str] = None)
               f'{resolve_checkpoint(str(source))}{note}', logger='current')
 
 
-def _load_local_safely(filename: str, map_location=None):
+def load_from_local_weights_only(filename: str, map_location=None):
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
     return safe_torch_load(filename, map_location=map_location)
 
 
-def _load_url_safely(filename: str, map_location=None, model_dir=None):
+def load_from_http_weights_only(filename: str, map_location=None, model_dir=None):
     if model_dir is not None:
         raise CheckpointError('model_dir is not supported; checkpoints go to the torch hub cache.')
     return safe_torch_load(_download(filename), map_location=map_location)
+
+
+_DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')
+
+
+def _history_buffer_state(self) -> dict:
+    """``HistoryBuffer.__getstate__`` without its built-in statistics methods.
+
+    mmengine pickles them as ``getattr(HistoryBuffer, 'min')`` & co., which a
+    weights-only load must refuse; ``__setstate__`` re-registers them anyway.
+    """
+    state = {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
+    custom = {k: v for k, v in self._statistics_methods.items() if k not in _DEFAULT_STATISTICS}
+    if custom:
+        state['statistics_methods'] = custom
+    return state
 
 
 def use_safe_checkpoint_loaders() -> None:
@@ -264,9 +283,12 @@ def use_safe_checkpoint_loaders() -> None:
     fails on its own runner checkpoints (``--resume``, ``load_from``) because they hold
     ``HistoryBuffer`` and numpy objects; and its URL loader unpickles downloads with
     ``weights_only=False``. Both now use :func:`safe_torch_load`, which admits exactly
-    those data types and nothing that can run code.
+    those data types and nothing that can run code; and ``HistoryBuffer`` is saved
+    as plain data (its default statistics methods are re-created on load).
     """
+    from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
-    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_local_safely)
+    HistoryBuffer.__getstate__ = _history_buffer_state
+    CheckpointLoader.register_scheme(prefixes='', force=True)(load_from_local_weights_only)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
-                                     force=True)(_load_url_safely)
+                                     force=True)(load_from_http_weights_only)

@@ -7,6 +7,7 @@ with ``weights_only=True`` plus mmengine's own data types (see
 """
 import argparse
 import json
+import numbers
 import os
 import os.path as osp
 import sys
@@ -15,7 +16,7 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .checkpoint import use_safe_checkpoint_loaders
+from .checkpoint import CheckpointError, use_safe_checkpoint_loaders
 from .runtime import (DatasetMissingError, adapt_to_device, apply_demo, check_dataset,
                       framework_of, init_cpu_distributed, register_framework)
 
@@ -89,9 +90,8 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr') or {}, enable=True)
     seed = (cfg.get('randomness') or {}).get('seed')
     if seed is not None:
-        import evit_mm.hooks  # noqa: F401  (registers the hook)
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='ReproducibleResumeHook', seed=seed)]
+            dict(type='evit_mm.ReproducibleResumeHook', seed=seed)]
         notes.append(f'Seed {seed}: random streams follow the schedule position, so a resumed '
                      'run reproduces an uninterrupted one.')
     if args.resume == 'auto':
@@ -101,7 +101,10 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     runner = _build_runner(cfg)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
-    runner.train()
+    try:
+        runner.train()
+    except CheckpointError as err:
+        sys.exit(f'[evit_mm train] {err}')
     metrics = _last_metrics(runner)
     if args.demo:
         _print_demo_summary(metrics, framework)
@@ -117,7 +120,7 @@ def _last_metrics(runner) -> dict:
 def _print_demo_summary(metrics: dict, framework: str) -> None:
     keys = (['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'] if framework == 'mmdet'
             else ['mIoU', 'aAcc'])
-    shown = ', '.join(f'{k}={metrics[k]:.3f}' for k in keys if k in metrics) or 'no metrics'
+    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in keys if k in metrics) or 'no metrics'
     print(f'\n[evit_mm] DEMO RESULT (synthetic demo data, not COCO/ADE20K): {shown}\n')
 
 
@@ -138,6 +141,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         if framework == 'mmdet':
             hook['test_out_dir'] = osp.abspath(args.show_dir)
         else:
+            hook['interval'] = 1  # draw every test image, not every 50th
             cfg.visualizer['save_dir'] = osp.abspath(args.show_dir)
     if args.out and framework == 'mmseg':
         cfg.test_evaluator['output_dir'] = args.out
@@ -150,10 +154,13 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
             raise ValueError('--out must name a .pkl or .pickle file for detection results.')
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = runner.test()
+    try:
+        metrics = runner.test()
+    except CheckpointError as err:
+        sys.exit(f'[evit_mm test] {err}')
     record = dict(config=args.config, checkpoint=args.checkpoint, demo=args.demo,
                   metrics={k: float(v) for k, v in metrics.items()
-                           if isinstance(v, (int, float))})
+                           if isinstance(v, numbers.Real)})
     with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:
         json.dump(record, f, indent=2)
     if args.demo:

@@ -28,7 +28,7 @@ DET_OBJECTS = {'person': ('rectangle', (40, 40, 220)), 'car': ('ellipse', (60, 2
 SEG_OBJECTS = {'person': (40, 40, 220), 'car': (60, 200, 40), 'tree': (30, 120, 30),
                'lamp': (40, 220, 230)}
 SEG_BACKGROUND = {'wall': (170, 170, 160), 'floor': (70, 100, 140)}
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 
 def _polygon(kind: str, cx: float, cy: float, w: float, h: float) -> np.ndarray:
@@ -70,7 +70,7 @@ def _coco_split(rng: np.random.RandomState, img_dir: Path, count: int,
         for _ in range(rng.randint(1, 5)):
             name = list(DET_OBJECTS)[rng.randint(len(DET_OBJECTS))]
             kind, colour = DET_OBJECTS[name]
-            ow, oh = rng.uniform(0.15, 0.45) * w, rng.uniform(0.15, 0.45) * h
+            ow, oh = rng.uniform(0.2, 0.5) * w, rng.uniform(0.2, 0.5) * h
             cx, cy = rng.uniform(ow / 2, w - ow / 2), rng.uniform(oh / 2, h - oh / 2)
             poly = _polygon(kind, cx, cy, ow, oh)
             x0, y0 = poly.min(0)

@@ -103,7 +103,7 @@ def adapt_to_device(cfg: Config) -> List[str]:
         notes.append('No CUDA device: SyncBN replaced by BN.')
     if cfg.get('launcher', 'none') != 'none':
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel')
+        cfg.model_wrapper_cfg = dict(type='evit_mm.CPUDistributedDataParallel')
         notes.append('No CUDA device: distributed over CPU processes with gloo.')
     return notes
 
@@ -114,24 +114,6 @@ def init_cpu_distributed(cfg: Config) -> None:
     if cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available() \
             and not dist.is_initialized():
         dist.init_process_group(backend='gloo')
-
-
-def _register_cpu_ddp() -> None:
-    from mmengine.model import MMDistributedDataParallel
-    from mmengine.registry import MODEL_WRAPPERS
-
-    if 'CPUDistributedDataParallel' in MODEL_WRAPPERS.module_dict:
-        return
-
-    @MODEL_WRAPPERS.register_module()
-    class CPUDistributedDataParallel(MMDistributedDataParallel):
-        """mmengine's DDP wrapper for CPU modules, which take no ``device_ids``."""
-
-        def __init__(self, module, device_ids=None, **kwargs) -> None:
-            super().__init__(module=module, device_ids=None, **kwargs)
-
-
-_register_cpu_ddp()
 
 
 def _local_checkpoint(init_cfg: Optional[dict]) -> Optional[str]:
@@ -186,8 +168,8 @@ def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
         from .demo_data import DET_OBJECTS
         sizes = (num_images, max(1, num_images // 4)) if num_images else (160, 40)
         data_root = str(make_coco_demo(os.path.join(root, f'coco_{sizes[0]}'), *sizes)) + '/'
-        scale = (192, 192)
-        epochs = iterations or 12
+        scale = (160, 160)
+        epochs = iterations or 16
         classes = tuple(DET_OBJECTS)
         for loader, dataset in iter_datasets(cfg):
             dataset['data_root'] = data_root

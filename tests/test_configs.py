@@ -58,6 +58,7 @@ def test_config_builds_trains_and_predicts(path):
     if framework == 'mmseg':
         assert cfg.model.data_preprocessor.size == (512, 512)
         cfg.model.data_preprocessor.size = None  # pad to the batch, not to 512x512 crops
+        cfg.model.data_preprocessor.size_divisor = 32
     from mmengine.registry import MODELS
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)

@@ -1,11 +1,13 @@
-"""Runner hooks used by the evit_mm tools."""
+"""Runner components used by the evit_mm tools: a reseeding hook and a CPU DDP wrapper."""
 import random
 import zlib
 
 import numpy as np
 import torch
 from mmengine.hooks import Hook
-from mmengine.registry import HOOKS
+from mmengine.model import MMDistributedDataParallel
+
+from .registry import HOOKS, MODEL_WRAPPERS
 
 
 def _derived_seed(seed: int, *steps: int) -> int:
@@ -39,3 +41,11 @@ class ReproducibleResumeHook(Hook):
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         self._reseed(runner.epoch, runner.iter)
+
+
+@MODEL_WRAPPERS.register_module()
+class CPUDistributedDataParallel(MMDistributedDataParallel):
+    """mmengine's DDP wrapper for CPU modules (gloo), which take no ``device_ids``."""
+
+    def __init__(self, module, device_ids=None, **kwargs) -> None:
+        super().__init__(module=module, device_ids=None, **kwargs)
