@@ -68,7 +68,11 @@ def _build_runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
     init_cpu_distributed(cfg)
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if runner.distributed:
+        print_log(f'[evit_mm] distributed run: world size {runner.world_size}, '
+                  f'rank {runner.rank}', logger='current')
+    return runner
 
 
 def train_main(argv: Optional[List[str]] = None) -> dict:
@@ -106,9 +110,20 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     except CheckpointError as err:
         sys.exit(f'[evit_mm train] {err}')
     metrics = _last_metrics(runner)
+    if runner.rank == 0:
+        _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics)
     if args.demo:
         _print_demo_summary(metrics, framework)
     return metrics
+
+
+def _write_metrics(path: str, args: argparse.Namespace, metrics: dict) -> None:
+    """Record the numeric metrics with their config, for ``tools/analysis/model_zoo.py``."""
+    record = dict(config=args.config, checkpoint=getattr(args, 'checkpoint', None),
+                  demo=args.demo, metrics={k: float(v) for k, v in metrics.items()
+                                           if isinstance(v, numbers.Real)})
+    with open(path, 'w') as f:
+        json.dump(record, f, indent=2)
 
 
 def _last_metrics(runner) -> dict:
@@ -158,11 +173,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         metrics = runner.test()
     except CheckpointError as err:
         sys.exit(f'[evit_mm test] {err}')
-    record = dict(config=args.config, checkpoint=args.checkpoint, demo=args.demo,
-                  metrics={k: float(v) for k, v in metrics.items()
-                           if isinstance(v, numbers.Real)})
-    with open(osp.join(cfg.work_dir, 'test_metrics.json'), 'w') as f:
-        json.dump(record, f, indent=2)
+    if runner.rank == 0:
+        _write_metrics(osp.join(cfg.work_dir, 'test_metrics.json'), args, metrics)
     if args.demo:
         _print_demo_summary(metrics, framework)
     return metrics

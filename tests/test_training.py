@@ -72,6 +72,8 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
     assert 'DEMO RESULT (synthetic demo data' in out
     assert 'Backbone trained from scratch' in out
     full = _losses(tmp_path / 'full')
+    validated = json.loads((tmp_path / 'full' / 'val_metrics.json').read_text())
+    assert validated['demo'] is True and set(metrics) <= set(validated['metrics'])
     assert len(full) == 4 and all(v > 0 for v in full.values())
     # killed right after the first checkpoint, then resumed
     work = tmp_path / 'killed'
@@ -117,5 +119,5 @@ def test_two_process_gloo_training(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     log = result.stdout + result.stderr
     assert 'distributed over CPU processes with gloo' in log
-    assert 'world_size: 2' in log or "'world_size': 2" in log or 'world size: 2' in log.lower()
+    assert 'distributed run: world size 2, rank 0' in log
     assert (tmp_path / 'wd' / 'epoch_1.pth').exists()

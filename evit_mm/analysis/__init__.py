@@ -1,0 +1,1 @@
+"""Measuring tools: speed, complexity, ONNX export and the model-zoo report."""

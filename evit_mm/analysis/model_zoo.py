@@ -1,0 +1,175 @@
+"""Collect metrics, complexity and benchmark records from work dirs into a model-zoo table.
+
+Reads, in each work dir, ``test_metrics.json`` (``tools/test.py``) or else
+``val_metrics.json`` (``tools/train.py``), ``complexity_*.json``
+(``tools/analysis/get_flops.py``) and ``benchmark_model*.json``
+(``tools/analysis/benchmark.py``). Nothing is filled in from elsewhere: a value that
+was not measured is "–". Paper results appear only in their own, labelled column.
+"""
+import argparse
+import glob
+import json
+import os.path as osp
+import re
+from typing import Dict, List, Optional
+
+MISSING = '–'
+MARK_START, MARK_END = '<!-- model-zoo:start -->', '<!-- model-zoo:end -->'
+# Reported in the papers / official repos (COCO val2017), for the labelled column only.
+PAPER_RESULTS = {
+    'retinanet_evit_m4': 'box AP 32.7',
+    'mask_rcnn_evit_m4': 'mask AP 31.0',
+    'retinanet_shvit_s4': 'box AP 38.8',
+    'mask_rcnn_shvit_s4': 'box AP 39.0, mask AP 35.9',
+}
+METHODS = {'retinanet': 'RetinaNet', 'mask_rcnn': 'Mask R-CNN', 'fpn': 'Semantic FPN'}
+
+
+def _read_json(path: str) -> Optional[dict]:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _describe_config(name: str) -> dict:
+    """Backbone, method and schedule from a config name such as ``retinanet_evit_m4``."""
+    match = re.match(r'(retinanet|mask_rcnn|fpn)_(evit|shvit)_([ms]\d)', name)
+    if not match:
+        return dict(backbone=name, method=MISSING, schedule=MISSING)
+    method, family, arch = match.groups()
+    backbone = ('EfficientViT-' if family == 'evit' else 'SHViT-') + arch.upper()
+    return dict(backbone=backbone, method=METHODS[method],
+                schedule='40k' if method == 'fpn' else '1x')
+
+
+def collect(work_dir: str) -> dict:
+    """One table row from one work dir (values absent when not measured)."""
+    row: Dict[str, object] = dict(work_dir=work_dir)
+    metrics = (_read_json(osp.join(work_dir, 'test_metrics.json'))
+               or _read_json(osp.join(work_dir, 'val_metrics.json')))
+    benchmarks = [r for r in map(_read_json, sorted(glob.glob(osp.join(
+        work_dir, 'benchmark_model*.json')))) if r]
+    flops = [r for r in map(_read_json, sorted(glob.glob(osp.join(
+        work_dir, 'complexity_*.json')))) if r]
+    config = next((r.get('config') for r in [metrics, *benchmarks, *flops] if r and
+                   r.get('config')), None)
+    row['config'] = config or osp.basename(osp.normpath(work_dir))
+    row.update(_describe_config(osp.splitext(osp.basename(row['config']))[0]))
+    if metrics:
+        values = metrics.get('metrics', {})
+        row['demo'] = bool(metrics.get('demo'))
+        for key, name in (('coco/bbox_mAP', 'box_ap'), ('coco/segm_mAP', 'mask_ap')):
+            if key in values:
+                row[name] = 100.0 * values[key]
+        if 'mIoU' in values:
+            row['miou'] = float(values['mIoU'])
+    if flops:
+        record = flops[0]
+        row['params'] = record['total']['params']
+        row['flops'] = record['total']['flops']
+        row['flops_shape'] = record.get('shape')
+    if benchmarks:
+        best = sorted(benchmarks, key=lambda r: (not r.get('fused'), -r['fps']))[0]
+        row['fps'] = best['fps']
+        row['fps_note'] = '{}{}, {}x{}{}'.format(
+            'CPU' if best['device'] == 'cpu' else best.get('device_name', best['device']),
+            f" x{best['threads']}" if best['device'] == 'cpu' else '', *best['shape'],
+            ', fused' if best.get('fused') else '')
+    return row
+
+
+def _fmt(value, pattern: str) -> str:
+    return MISSING if value is None else pattern.format(value)
+
+
+def accuracy(row: dict) -> Optional[float]:
+    """The headline accuracy of a row: box AP for detectors, mIoU for segmentors."""
+    return row.get('box_ap') if row.get('method') != 'Semantic FPN' else row.get('miou')
+
+
+def markdown_table(rows: List[dict]) -> str:
+    lines = ['| Backbone | Detector/Method | Lr schd | Params (M) | FLOPs (G MACs) | FPS (device) '
+             '| box AP | mask AP or mIoU | Config | Paper (reported) |',
+             '|---|---|---|---|---|---|---|---|---|---|']
+    for row in rows:
+        demo = ' (demo data)' if row.get('demo') else ''
+        second = row.get('mask_ap') if row.get('method') != 'Semantic FPN' else row.get('miou')
+        fps = (f"{row['fps']:.2f} ({row['fps_note']})" if row.get('fps') is not None
+               else MISSING)
+        box = _fmt(row.get('box_ap'), '{:.1f}')
+        second_text = _fmt(second, '{:.1f}')
+        lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | [config]({}) | {} |'.format(
+            row['backbone'], row['method'], row['schedule'],
+            _fmt(row.get('params') and row['params'] / 1e6, '{:.1f}'),
+            _fmt(row.get('flops') and row['flops'] / 1e9, '{:.1f}'), fps,
+            box + (demo if box != MISSING else ''),
+            second_text + (demo if second_text != MISSING else ''),
+            row['config'], PAPER_RESULTS.get(
+                osp.splitext(osp.basename(row['config']))[0], MISSING)))
+    return '\n'.join(lines)
+
+
+def scatter_plot(rows: List[dict], out_file: str) -> int:
+    """Speed-accuracy plot (one point per row with both); returns the number of points."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    points = [(row['fps'], accuracy(row), row) for row in rows
+              if row.get('fps') is not None and accuracy(row) is not None]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for method in sorted({row['method'] for _, _, row in points}):
+        chosen = [(f, a, r) for f, a, r in points if r['method'] == method]
+        ax.scatter([f for f, _, _ in chosen], [a for _, a, _ in chosen], label=method)
+        for fps, acc, row in chosen:
+            ax.annotate(row['backbone'], (fps, acc), fontsize=7, xytext=(3, 3),
+                        textcoords='offset points')
+    demo = any(r.get('demo') for _, _, r in points)
+    ax.set_xlabel('FPS (measured with tools/analysis/benchmark.py)')
+    ax.set_ylabel('box AP / mIoU' + (' (demo data)' if demo else ''))
+    ax.set_title('Speed vs accuracy' + (' - accuracy on generated demo data' if demo else '')
+                 + ('' if points else ' - no row has both values'))
+    if points:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out_file, dpi=120)
+    plt.close(fig)
+    return len(points)
+
+
+def update_readme(readme: str, table: str) -> None:
+    """Replace the text between the model-zoo markers of ``readme`` by ``table``."""
+    with open(readme) as f:
+        text = f.read()
+    if MARK_START not in text or MARK_END not in text:
+        raise ValueError(f'{readme} has no {MARK_START} ... {MARK_END} section to replace.')
+    head, rest = text.split(MARK_START, 1)
+    _, tail = rest.split(MARK_END, 1)
+    with open(readme, 'w') as f:
+        f.write(f'{head}{MARK_START}\n{table}\n{MARK_END}{tail}')
+
+
+def main(argv: Optional[List[str]] = None) -> str:
+    parser = argparse.ArgumentParser(description='Model-zoo table and speed-accuracy plot')
+    parser.add_argument('work_dirs', nargs='+', help='work dirs (globs allowed)')
+    parser.add_argument('--out', default='model_zoo.md', help='Markdown table file')
+    parser.add_argument('--plot', default='model_zoo.png', help='scatter plot PNG')
+    parser.add_argument('--readme', help='also replace the model-zoo section of this README')
+    args = parser.parse_args(argv)
+    dirs = sorted({d for pattern in args.work_dirs for d in (glob.glob(pattern) or [pattern])
+                   if osp.isdir(d)})
+    if not dirs:
+        parser.error(f'no work dir found among {args.work_dirs}')
+    rows = [collect(d) for d in dirs]
+    rows.sort(key=lambda r: (r['method'], r['backbone']))
+    table = markdown_table(rows)
+    with open(args.out, 'w') as f:
+        f.write(table + '\n')
+    points = scatter_plot(rows, args.plot)
+    if args.readme:
+        update_readme(args.readme, table)
+    print(table)
+    print(f'\n{len(rows)} rows written to {args.out}; plot with {points} points to {args.plot}')
+    return table

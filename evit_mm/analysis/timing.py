@@ -1,0 +1,88 @@
+"""Wall-clock timing with warm-up, medians and spread, and the machine's matmul peak."""
+import platform
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+
+def synchronize(device: str) -> None:
+    if str(device).startswith('cuda'):
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn: Callable[[], object], iters: int, warmup: int, device: str = 'cpu',
+               progress: bool = False) -> List[float]:
+    """Seconds per call of ``fn`` over ``iters`` timed calls after ``warmup`` discarded ones."""
+    bar = None
+    if progress:
+        from mmengine.utils import ProgressBar
+        bar = ProgressBar(warmup + iters)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + iters):
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        print()
+    return times
+
+
+def summarize(times: Sequence[float]) -> Dict[str, float]:
+    """Median, quartiles, min and max in milliseconds, and the FPS of the median."""
+    ms = sorted(t * 1000 for t in times)
+    quartiles = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+    median = statistics.median(ms)
+    return dict(fps=1000.0 / median, ms_per_img=median, ms_p25=quartiles[0], ms_p75=quartiles[2],
+                ms_min=ms[0], ms_max=ms[-1], iters=len(ms),
+                spread_pct=100.0 * (quartiles[2] - quartiles[0]) / median)
+
+
+def matmul_peak_gflops(device: str = 'cpu', size: int = 2048, iters: int = 10) -> float:
+    """Best dense float32 matmul throughput (GFLOP/s, 2 FLOPs per multiply-add)."""
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    times = time_calls(lambda: torch.mm(a, b), iters=iters, warmup=2, device=device)
+    return 2 * size ** 3 / min(times) / 1e9
+
+
+def _cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str) -> dict:
+    """What a timing depends on: device, threads, library versions."""
+    name = (torch.cuda.get_device_name(device) if str(device).startswith('cuda')
+            else _cpu_name())
+    return dict(device=str(device), device_name=name, threads=torch.get_num_threads(),
+                torch=torch.__version__)
+
+
+def time_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
+                     device: str = 'cpu') -> Dict[str, List[float]]:
+    """Seconds per call of each function, timed in alternation so drift hits all alike."""
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    with torch.inference_mode():
+        for r in range(warmup + rounds):
+            for name, fn in fns.items():
+                synchronize(device)
+                start = time.perf_counter()
+                fn()
+                synchronize(device)
+                if r >= warmup:
+                    times[name].append(time.perf_counter() - start)
+    return times
