@@ -77,7 +77,7 @@ def _download(url: str) -> str:
     return path
 
 
-def read_checkpoint(source: str) -> dict:
+def read_checkpoint(source: str, map_location='cpu') -> dict:
     """Load a checkpoint from a local path, an http(s) URL or a short name."""
     location = resolve_checkpoint(str(source))
     if location.startswith(('http://', 'https://')):
@@ -89,7 +89,7 @@ def read_checkpoint(source: str) -> dict:
                 f'Checkpoint {source!r} is neither an existing file nor a known short name '
                 f'({", ".join(PRETRAINED_URLS)}) nor an http(s) URL.')
     try:
-        checkpoint = safe_torch_load(path)
+        checkpoint = safe_torch_load(path, map_location)
     except pickle.UnpicklingError as exc:
         if 'weights only' in str(exc).lower() or 'unsupported global' in str(exc).lower():
             raise CheckpointError(
@@ -251,13 +251,13 @@ def load_from_local_weights_only(filename: str, map_location=None):
     filename = os.path.expanduser(filename)
     if not os.path.isfile(filename):
         raise FileNotFoundError(f'{filename} can not be found.')
-    return safe_torch_load(filename, map_location=map_location)
+    return read_checkpoint(filename, map_location)
 
 
 def load_from_http_weights_only(filename: str, map_location=None, model_dir=None):
     if model_dir is not None:
         raise CheckpointError('model_dir is not supported; checkpoints go to the torch hub cache.')
-    return safe_torch_load(_download(filename), map_location=map_location)
+    return read_checkpoint(filename, map_location)
 
 
 _DEFAULT_STATISTICS = ('min', 'max', 'current', 'mean')

@@ -144,6 +144,13 @@ def _set_num_classes(node, num_classes: int) -> None:
             _set_num_classes(value, num_classes)
 
 
+def _shrink_two_stage(model: ConfigDict) -> None:
+    """CPU-sized proposal and RoI sampling for a two-stage detector (few objects per image)."""
+    model.train_cfg.rpn_proposal.update(nms_pre=1000, max_per_img=300)
+    model.train_cfg.rcnn.sampler.num = 64
+    model.test_cfg.rpn.update(nms_pre=500, max_per_img=300)
+
+
 def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
                iterations: Optional[int] = None, num_images: Optional[int] = None) -> List[str]:
     """Turn a COCO / ADE20K config into a CPU-sized run on generated data in the same formats.
@@ -169,13 +176,16 @@ def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
         sizes = (num_images, max(1, num_images // 4)) if num_images else (160, 40)
         data_root = str(make_coco_demo(os.path.join(root, f'coco_{sizes[0]}'), *sizes)) + '/'
         scale = (160, 160)
-        epochs = iterations or 16
+        two_stage = 'roi_head' in cfg.model
+        epochs = iterations or (8 if two_stage else 16)  # two-stage detectors learn faster
         classes = tuple(DET_OBJECTS)
         for loader, dataset in iter_datasets(cfg):
             dataset['data_root'] = data_root
             dataset['metainfo'] = dict(classes=classes)
             _set_pipeline_scale(dataset['pipeline'], scale)
         _set_num_classes(cfg.model, len(classes))
+        if two_stage:
+            _shrink_two_stage(cfg.model)
         notes.append(f'Demo classes (COCO names): {", ".join(classes)}; heads sized to them.')
         for key in ('val_evaluator', 'test_evaluator'):
             cfg[key]['ann_file'] = data_root + 'annotations/instances_val2017.json'
@@ -193,7 +203,7 @@ def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
         sizes = (num_images, max(1, num_images // 4)) if num_images else (80, 20)
         data_root = str(make_ade20k_demo(os.path.join(root, f'ade20k_{sizes[0]}'), *sizes))
         crop = (256, 256)
-        iters = iterations or 1000
+        iters = iterations or 500
         cfg.model.data_preprocessor['size'] = crop
         for loader, dataset in iter_datasets(cfg):
             dataset['data_root'] = data_root

@@ -139,3 +139,33 @@ def test_config_outside_repo_with_custom_imports(tmp_path, framework):
                             text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == expected
+
+
+@pytest.mark.parametrize('config', ['configs/detection/retinanet_evit_m4.py',
+                                    'configs/detection/mask_rcnn_shvit_s1.py',
+                                    'configs/segmentation/fpn_evit_m0_ade20k.py'])
+def test_demo_settings(tmp_path, config):
+    from mmengine.config import Config
+    from evit_mm.runtime import apply_demo, framework_of, iter_datasets
+    cfg = Config.fromfile(str(REPO / config))
+    framework = framework_of(cfg)
+    notes = apply_demo(cfg, framework, root=str(tmp_path), num_images=4)
+    assert any('DEMO MODE' in n and 'not on COCO / ADE20K' in n for n in notes)
+    assert any('trained from scratch' in n for n in notes)
+    assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
+    for _, dataset in iter_datasets(cfg):
+        assert dataset.data_root.startswith(str(tmp_path))
+    if framework == 'mmdet':
+        assert cfg.train_dataloader.dataset.metainfo.classes == ('person', 'car', 'dog', 'bottle')
+        assert Path(cfg.val_evaluator.ann_file).is_file()
+        two_stage = 'mask_rcnn' in config
+        assert cfg.train_cfg.max_epochs == (8 if two_stage else 16)
+        if two_stage:
+            assert cfg.model.roi_head.bbox_head.num_classes == 4
+            assert cfg.model.roi_head.mask_head.num_classes == 4
+            assert cfg.model.train_cfg.rcnn.sampler.num == 64
+        else:
+            assert cfg.model.bbox_head.num_classes == 4
+    else:
+        assert cfg.train_cfg.max_iters == 500 and cfg.model.data_preprocessor.size == (256, 256)
+        assert cfg.val_evaluator.type == 'IoUMetric'

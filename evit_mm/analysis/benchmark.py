@@ -36,12 +36,15 @@ def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
         times = time_calls(lambda: model.backbone(x), iters, warmup, device, progress)
     else:
         data = pseudo_batch(framework, height, width)
-        flops = complexity(model, height, width)['total']['flops']
+        parts = complexity(model, height, width)
+        flops = parts['total']['flops']
         times = time_calls(lambda: model.test_step(data), iters, warmup, device, progress)
     record = dict(config=config, checkpoint=checkpoint, shape=[height, width],
                   part='backbone' if backbone_only else 'model', fused=fuse,
                   channels_last=channels_last, warmup=warmup, **environment(device),
                   **summarize(times), flops=flops)
+    if not backbone_only:
+        record['complexity'] = parts
     record['achieved_gflops'] = 2 * flops / (record['ms_per_img'] / 1000) / 1e9
     if measure_peak:
         record['matmul_peak_gflops'] = matmul_peak_gflops(device)

@@ -80,6 +80,17 @@ def collect(work_dir: str) -> dict:
     return row
 
 
+def merge_rows(rows: List[dict]) -> List[dict]:
+    """One row per config: e.g. a ``<name>_demo`` work dir's metrics with ``<name>``'s speed."""
+    merged: Dict[str, dict] = {}
+    for row in rows:
+        key = osp.splitext(osp.basename(str(row['config'])))[0]
+        target = merged.setdefault(key, {})
+        for field, value in row.items():
+            target.setdefault(field, value)
+    return list(merged.values())
+
+
 def _fmt(value, pattern: str) -> str:
     return MISSING if value is None else pattern.format(value)
 
@@ -162,7 +173,7 @@ def main(argv: Optional[List[str]] = None) -> str:
                    if osp.isdir(d)})
     if not dirs:
         parser.error(f'no work dir found among {args.work_dirs}')
-    rows = [collect(d) for d in dirs]
+    rows = merge_rows([collect(d) for d in dirs])
     rows.sort(key=lambda r: (r['method'], r['backbone']))
     table = markdown_table(rows)
     with open(args.out, 'w') as f:

@@ -52,6 +52,22 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
     if diff > tolerance:
         raise ExportParityError(f'ONNX Runtime differs from PyTorch by {diff:.3g} (> {tolerance}) '
                                 f'for {config} at {shape}; the export is not faithful.')
+    if dynamic:  # the graph must also be right at a size it was not traced at
+        other = (shape[0] + 32, shape[1] + 64)
+        y = torch.randn(1, 3, *other)
+        with torch.no_grad():
+            expected = network(y)
+        got = session.run(None, {'input': y.numpy()})
+        record['dynamic_check_shape'] = list(other)
+        record['dynamic_max_abs_diff'] = max(
+            float(np.abs(g - e.numpy()).max()) if g.shape == e.shape else float('inf')
+            for g, e in zip(got, expected))
+        if record['dynamic_max_abs_diff'] > tolerance:
+            raise ExportParityError(
+                f'The dynamic-shape export is wrong at {other} (max abs diff '
+                f"{record['dynamic_max_abs_diff']:.3g}): a layer froze a size computed at the "
+                f'export shape (e.g. an upsampling to a computed size in the head). Export '
+                f'with a fixed --shape, or the backbone alone (--backbone-only).')
     record['torch_fps'] = summarize(time_calls(lambda: network(x), iters, warmup))['fps']
     record['onnxruntime_fps'] = summarize(
         time_calls(lambda: session.run(None, feed), iters, warmup))['fps']

@@ -32,6 +32,9 @@ class HierarchicalViT(BaseModule):
             official detection code always does).
         with_cp: Activation checkpointing per block (saves memory, costs time).
         deploy: Build the fused inference structure (for loading fused weights).
+        deploy_channels_last: In deploy mode, run in channels-last (NHWC) memory
+            format, which oneDNN convolutions on CPU run several times faster
+            (outputs are returned in the default NCHW format either way).
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` accepts a path, an
             URL or a short name such as ``'efficientvit_m4'``; see
             :mod:`evit_mm.checkpoint`.
@@ -45,7 +48,7 @@ class HierarchicalViT(BaseModule):
     def __init__(self, arch: Union[str, dict], in_channels: int = 3,
                  out_indices: Sequence[int] = (0, 1, 2), frozen_stages: int = -1,
                  norm_eval: bool = True, with_cp: bool = False, deploy: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
+                 deploy_channels_last: bool = True, init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.arch_name, self.arch_settings = self.resolve_arch(arch)
         self.out_indices = validate_indices(out_indices, NUM_STAGES)
@@ -56,6 +59,7 @@ class HierarchicalViT(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self.deploy = deploy
+        self.deploy_channels_last = deploy_channels_last
 
         dims = self.arch_settings['embed_dims']
         self.embed_dims: List[int] = list(dims)
@@ -67,6 +71,8 @@ class HierarchicalViT(BaseModule):
                        for _ in range(self.arch_settings['depths'][stage])]
             self.add_module(f'blocks{stage + 1}', nn.Sequential(*layers))
         self._freeze_stages()
+        if deploy:
+            self._set_deploy_memory_format()
 
     # ---- arch table -------------------------------------------------------
     @classmethod
@@ -102,8 +108,14 @@ class HierarchicalViT(BaseModule):
     def stages(self) -> List[nn.Sequential]:
         return [getattr(self, f'blocks{i + 1}') for i in range(NUM_STAGES)]
 
+    @property
+    def _memory_format(self) -> torch.memory_format:
+        return (torch.channels_last if self.deploy and self.deploy_channels_last
+                else torch.contiguous_format)
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        x = self.patch_embed(x)
+        memory_format = self._memory_format
+        x = self.patch_embed(x.contiguous(memory_format=memory_format))
         outs = []
         for i, stage in enumerate(self.stages):
             for block in stage:
@@ -112,7 +124,7 @@ class HierarchicalViT(BaseModule):
                 else:
                     x = block(x)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous() if memory_format is torch.channels_last else x)
         return tuple(outs)
 
     # ---- training behaviour -------------------------------------------------
@@ -147,6 +159,10 @@ class HierarchicalViT(BaseModule):
         self.eval()
         fuse_modules(self)
         self.deploy = True
+        self._set_deploy_memory_format()
+
+    def _set_deploy_memory_format(self) -> None:
+        self.to(memory_format=self._memory_format)
 
     # ---- weights ------------------------------------------------------------
     def init_weights(self) -> None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .base import HierarchicalViT
-from .layers import FFN, Residual, conv_bn, depthwise_residual
+from .layers import FFN, Residual, attend, conv_bn, depthwise_residual, is_channels_last
 
 
 def relative_offset_index(window: int) -> torch.Tensor:
@@ -61,7 +61,8 @@ class CascadedGroupAttention(nn.Module):
             conv_bn(key_dim, key_dim, k, 1, k // 2, groups=key_dim, deploy=deploy)
             for k in kernels[:num_heads])
         self.proj = nn.Sequential(
-            nn.ReLU(), conv_bn(self.value_dim * num_heads, dim, bn_weight_init=0.0, deploy=deploy))
+            nn.ReLU(inplace=True),
+            conv_bn(self.value_dim * num_heads, dim, bn_weight_init=0.0, deploy=deploy))
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         self.register_buffer('attention_bias_idxs', relative_offset_index(window),
                              persistent=False)
@@ -80,6 +81,7 @@ class CascadedGroupAttention(nn.Module):
         """
         param = self.attention_biases
         if (self.training or (torch.is_grad_enabled() and param.requires_grad)
+                or param.is_inference()  # no version counter to validate a cache entry
                 or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
             return self._gather_biases()
         token = (param.data_ptr(), param._version, param.dtype)
@@ -99,6 +101,7 @@ class CascadedGroupAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         bias = self.attention_bias()
+        channels_last = is_channels_last(x)
         groups = x.chunk(self.num_heads, dim=1)
         outputs: List[torch.Tensor] = []
         feat = groups[0]
@@ -108,10 +111,8 @@ class CascadedGroupAttention(nn.Module):
             q, k, v = self.qkvs[i](feat).split(
                 [self.key_dim, self.key_dim, self.value_dim], dim=1)
             q = self.dws[i](q).flatten(2)
-            attn = (q.transpose(-2, -1) @ k.flatten(2)) * self.scale + bias[i]
-            attn = attn.softmax(dim=-1)
-            feat = (v.flatten(2) @ attn.transpose(-2, -1)).view(
-                batch, self.value_dim, height, width)
+            attn = torch.baddbmm(bias[i], q.transpose(-2, -1), k.flatten(2), alpha=self.scale)
+            feat = attend(attn.softmax(dim=-1), v, channels_last)
             outputs.append(feat)
         return self.proj(torch.cat(outputs, dim=1))
 
@@ -132,10 +133,17 @@ class LocalWindowAttention(nn.Module):
         if pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
         n_h, n_w = (height + pad_b) // win, (width + pad_r) // win
-        windows = x.view(batch, channels, n_h, win, n_w, win).permute(0, 2, 4, 1, 3, 5)
-        windows = self.attn(windows.reshape(batch * n_h * n_w, channels, win, win))
-        x = windows.view(batch, n_h, n_w, channels, win, win).permute(0, 3, 1, 4, 2, 5)
-        x = x.reshape(batch, channels, n_h * win, n_w * win)
+        if is_channels_last(x):  # windows stay channels-last: [B', win, win, C] in memory
+            windows = x.permute(0, 2, 3, 1).reshape(batch, n_h, win, n_w, win, channels)
+            windows = windows.transpose(2, 3).reshape(-1, win, win, channels)
+            windows = self.attn(windows.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+            x = windows.reshape(batch, n_h, n_w, win, win, channels).transpose(2, 3)
+            x = x.reshape(batch, n_h * win, n_w * win, channels).permute(0, 3, 1, 2)
+        else:
+            windows = x.view(batch, channels, n_h, win, n_w, win).permute(0, 2, 4, 1, 3, 5)
+            windows = self.attn(windows.reshape(batch * n_h * n_w, channels, win, win))
+            x = windows.view(batch, n_h, n_w, channels, win, win).permute(0, 3, 1, 4, 2, 5)
+            x = x.reshape(batch, channels, n_h * win, n_w * win)
         if pad_b or pad_r:
             x = x[:, :, :height, :width]
         return x

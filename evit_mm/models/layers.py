@@ -23,6 +23,23 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return max(divisor, int(value + divisor / 2) // divisor * divisor)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-D map is laid out NHWC in memory (the deploy path's format)."""
+    return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1
+
+
+def attend(attn: torch.Tensor, v: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Attention-weighted values as a ``[B, C, H, W]`` map in the requested memory format.
+
+    ``attn``: ``[B, N, N]`` (rows: queries), ``v``: ``[B, C, H, W]`` with N = H*W.
+    """
+    batch, channels, height, width = v.shape
+    if channels_last:
+        out = torch.bmm(attn, v.flatten(2).transpose(1, 2))
+        return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
+    return torch.bmm(v.flatten(2), attn.transpose(1, 2)).view(batch, channels, height, width)
+
+
 class ConvBN(nn.Sequential):
     """Conv2d without bias followed by BatchNorm2d (``c``, ``bn``)."""
 
@@ -114,7 +131,7 @@ class FFN(nn.Module):
     def __init__(self, channels: int, hidden: int, deploy: bool = False) -> None:
         super().__init__()
         self.pw1 = conv_bn(channels, hidden, deploy=deploy)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.pw2 = conv_bn(hidden, channels, bn_weight_init=0.0, deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,7 +145,7 @@ class SqueezeExcite(nn.Module):
         super().__init__()
         hidden = make_divisible(channels * ratio)
         self.fc1 = nn.Conv2d(channels, hidden, 1)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,7 +160,7 @@ class PatchMerging(nn.Module):
         super().__init__()
         hidden = in_channels * 4
         self.conv1 = conv_bn(in_channels, hidden, deploy=deploy)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.conv2 = conv_bn(hidden, hidden, 3, 2, 1, groups=hidden, deploy=deploy)
         self.se = SqueezeExcite(hidden)
         self.conv3 = conv_bn(hidden, out_channels, deploy=deploy)
@@ -173,7 +190,7 @@ def patch_embed_16x(in_channels: int, embed_dim: int, deploy: bool = False) -> n
     layers: List[nn.Module] = []
     for i in range(4):
         if i:
-            layers.append(nn.ReLU())
+            layers.append(nn.ReLU(inplace=True))
         layers.append(conv_bn(widths[i], widths[i + 1], 3, 2, 1, deploy=deploy))
     return nn.Sequential(*layers)
 

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from ..registry import MODELS
 from .base import HierarchicalViT
-from .layers import FFN, Residual, conv_bn, depthwise_residual
+from .layers import FFN, Residual, attend, conv_bn, depthwise_residual, is_channels_last
 
 
 class SingleHeadAttention(nn.Module):
@@ -26,15 +26,17 @@ class SingleHeadAttention(nn.Module):
         self.scale = qk_dim ** -0.5
         self.pre_norm = nn.GroupNorm(1, partial_dim)
         self.qkv = conv_bn(partial_dim, 2 * qk_dim + partial_dim, deploy=deploy)
-        self.proj = nn.Sequential(nn.ReLU(), conv_bn(dim, dim, bn_weight_init=0.0, deploy=deploy))
+        self.proj = nn.Sequential(nn.ReLU(inplace=True),
+                                  conv_bn(dim, dim, bn_weight_init=0.0, deploy=deploy))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
         attended, passed = x.split([self.partial_dim, self.dim - self.partial_dim], dim=1)
         q, k, v = self.qkv(self.pre_norm(attended)).flatten(2).split(
             [self.qk_dim, self.qk_dim, self.partial_dim], dim=1)
-        attn = ((q.transpose(-2, -1) @ k) * self.scale).softmax(dim=-1)
-        attended = (v @ attn.transpose(-2, -1)).view(batch, self.partial_dim, height, width)
+        attn = torch.bmm(q.transpose(-2, -1), k).mul_(self.scale).softmax(dim=-1)
+        attended = attend(attn, v.view(batch, self.partial_dim, height, width),
+                          is_channels_last(x))
         return self.proj(torch.cat([attended, passed], dim=1))
 
 

@@ -1,0 +1,58 @@
+"""FPS and complexity of every config, written where tools/analysis/model_zoo.py reads them.
+
+    python benchmarks/model_zoo_runs.py [--threads 2] [--iters 5] [--work-root work_dirs]
+    python tools/analysis/model_zoo.py 'work_dirs/*' --readme README.md
+
+Whole model (forward + post-processing), fused, batch 1: detection at 800x1344 (a
+1333x800 image padded to a multiple of 32), segmentation at 512x512. Each config's
+records go to WORK_ROOT/<config name>/ next to any metrics that training or testing
+wrote there (a --demo run writes to WORK_ROOT/<config name>_demo/; pass --suffix _demo
+to put the speed next to it).
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+
+import torch
+
+from evit_mm.analysis.benchmark import benchmark, summary_line
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--iters', type=int, default=5)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--work-root', default='work_dirs')
+    parser.add_argument('--suffix', default='', help='work-dir suffix, e.g. _demo')
+    parser.add_argument('--only', help='substring filter on config names')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    configs = sorted(glob.glob(osp.join(REPO, 'configs/detection/*.py'))
+                     + glob.glob(osp.join(REPO, 'configs/segmentation/*.py')))
+    for config in configs:
+        name = osp.splitext(osp.basename(config))[0]
+        if args.only and args.only not in name:
+            continue
+        shape = (512, 512) if 'segmentation' in config else (800, 1344)
+        work_dir = osp.join(args.work_root, name + args.suffix)
+        os.makedirs(work_dir, exist_ok=True)
+        rel = osp.relpath(config, REPO)
+        record = benchmark(config, shape=shape, fuse=True, iters=args.iters,
+                           warmup=args.warmup, progress=False, measure_peak=False)
+        record['config'] = rel
+        with open(osp.join(work_dir, 'benchmark_model_fused_{}x{}.json'.format(*shape)),
+                  'w') as f:
+            json.dump(record, f, indent=2)
+        with open(osp.join(work_dir, 'complexity_{}x{}.json'.format(*shape)), 'w') as f:
+            json.dump(dict(config=rel, shape=list(shape), flops_unit='multiply-adds',
+                           **record['complexity']), f, indent=2)
+        print(summary_line(record), flush=True)
+
+
+if __name__ == '__main__':
+    main()

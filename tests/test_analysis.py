@@ -1,0 +1,185 @@
+"""Measuring tools: benchmark, FLOPs, ONNX export parity and the model-zoo report."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from evit_mm.analysis.benchmark import benchmark
+from evit_mm.analysis.complexity import complexity
+from evit_mm.analysis.inference import RawNetwork, build_inference_model, fuse_model
+from evit_mm.analysis.model_zoo import MARK_END, MARK_START, collect, main as model_zoo_main
+from evit_mm.analysis.onnx_export import ExportParityError, export_onnx
+
+REPO = Path(__file__).resolve().parents[1]
+RETINA_M0 = str(REPO / 'configs/detection/retinanet_evit_m0.py')
+FPN_S1 = str(REPO / 'configs/segmentation/fpn_shvit_s1_ade20k.py')
+
+
+@pytest.mark.parametrize('backbone_only', [False, True])
+def test_benchmark_record(backbone_only):
+    record = benchmark(RETINA_M0, shape=(128, 160), backbone_only=backbone_only, fuse=True,
+                       iters=3, warmup=1, threads=2, progress=False)
+    assert record['part'] == ('backbone' if backbone_only else 'model')
+    assert record['shape'] == [128, 160] and record['fused'] is True
+    assert record['device'] == 'cpu' and record['threads'] == 2
+    assert record['torch'] == torch.__version__ and record['iters'] == 3
+    for key in ('fps', 'ms_per_img', 'ms_p25', 'ms_p75', 'flops', 'achieved_gflops',
+                'matmul_peak_gflops', 'fraction_of_peak'):
+        assert record[key] > 0, key
+    assert record['ms_min'] <= record['ms_per_img'] <= record['ms_max']
+    assert record['fps'] == pytest.approx(1000 / record['ms_per_img'])
+
+
+def test_benchmark_cli_writes_json(tmp_path):
+    out = tmp_path / 'b.json'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools/analysis/benchmark.py'), FPN_S1, '--shape', '96', '96',
+         '--iters', '2', '--warmup', '1', '--threads', '1', '--out', str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record['config'] == FPN_S1 and record['fused'] is False and record['threads'] == 1
+    assert 'FPS' in result.stdout and 'ms/img' in result.stdout
+
+
+@pytest.mark.parametrize('config', [RETINA_M0, FPN_S1])
+def test_fused_model_matches_unfused(config):
+    torch.manual_seed(0)
+    plain, _, _ = build_inference_model(config)
+    fused, _, _ = build_inference_model(config)
+    fused.load_state_dict(plain.state_dict())
+    # random BN statistics, so that fusion has something to fold
+    for m in list(plain.modules()):
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    fused.load_state_dict(plain.state_dict())
+    fuse_model(fused)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.backbone.modules())
+    x = torch.randn(1, 3, 128, 160)
+    with torch.no_grad():
+        for a, b in zip(RawNetwork(plain)(x), RawNetwork(fused)(x)):
+            assert a.shape == b.shape
+            assert (a - b).abs().max().item() < 1e-4
+
+
+def test_complexity_parts_add_up():
+    model, _, _ = build_inference_model(RETINA_M0)
+    parts = complexity(model, 256, 256)
+    assert all(parts[p]['flops'] > 0 and parts[p]['params'] > 0 for p in parts)
+    assert parts['total']['params'] == sum(p.numel() for p in model.parameters())
+    assert sum(parts[p]['params'] for p in ('backbone', 'neck', 'head')) == parts['total']['params']
+    assert sum(parts[p]['flops'] for p in ('backbone', 'neck', 'head')) == parts['total']['flops']
+    # FLOPs are multiply-adds: the first (stride-2, 3->16, 3x3) stem conv alone is
+    # 128*128 * 16 * 3*3*3 MACs at 256x256
+    stem = torch.nn.Conv2d(3, 16, 3, 2, 1)
+    from mmengine.analysis import FlopAnalyzer
+    assert FlopAnalyzer(stem, (torch.zeros(1, 3, 256, 256),)).total() == 128 * 128 * 16 * 27
+
+
+def test_get_flops_cli(tmp_path):
+    out = tmp_path / 'c.json'
+    result = subprocess.run(
+        [sys.executable, str(REPO / 'tools/analysis/get_flops.py'), RETINA_M0, '--shape', '128',
+         '128', '--out', str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record['flops_unit'] == 'multiply-adds' and record['shape'] == [128, 128]
+    assert record['total']['flops'] > record['backbone']['flops'] > 0
+    assert 'multiply-adds' in result.stdout
+
+
+@pytest.mark.parametrize('arch', ['evit_m0', 'shvit_s1'])
+@pytest.mark.parametrize('shape', [(224, 224), (200, 328)])
+def test_onnx_backbone_parity(tmp_path, arch, shape):
+    config = str(REPO / f'configs/detection/retinanet_{arch}.py')
+    record = export_onnx(config, str(tmp_path / 'b.onnx'), shape=shape, backbone_only=True,
+                         iters=1, warmup=0)
+    assert record['outputs'] == 3 and record['max_abs_diff'] <= 1e-4
+    assert record['torch_fps'] > 0 and record['onnxruntime_fps'] > 0
+
+
+@pytest.mark.parametrize('backbone_only', [True, False])
+def test_onnx_dynamic_export(tmp_path, backbone_only):
+    record = export_onnx(RETINA_M0, str(tmp_path / 'n.onnx'), shape=(128, 128), dynamic=True,
+                         backbone_only=backbone_only, iters=1, warmup=0)
+    # RetinaNet: classification and box maps of 5 levels
+    assert record['outputs'] == (3 if backbone_only else 10)
+    assert record['max_abs_diff'] <= 1e-4
+    assert record['dynamic_check_shape'] == [160, 192]
+    assert record['dynamic_max_abs_diff'] <= 1e-4
+
+
+def test_onnx_dynamic_export_refuses_frozen_sizes(tmp_path):
+    # mmseg's decode head resizes to sizes computed in Python: the dynamic graph is wrong
+    with pytest.raises(ExportParityError, match=r'wrong at \(160, 192\).*fixed --shape'):
+        export_onnx(FPN_S1, str(tmp_path / 'n.onnx'), shape=(128, 128), dynamic=True,
+                    iters=1, warmup=0)
+
+
+def test_onnx_whole_segmentor(tmp_path):
+    record = export_onnx(FPN_S1, str(tmp_path / 'n.onnx'), shape=(128, 160), iters=1, warmup=0)
+    assert record['outputs'] == 1 and record['max_abs_diff'] <= 1e-4
+
+
+def _fake_work_dir(root: Path, name: str, metrics=None, fps=None, flops=None, demo=False):
+    work = root / name
+    work.mkdir()
+    stem = name.removesuffix('_demo')  # a --demo run's work dir
+    config = f'configs/{"segmentation" if name.startswith("fpn") else "detection"}/{stem}.py'
+    if metrics is not None:
+        (work / 'test_metrics.json').write_text(json.dumps(
+            dict(config=config, demo=demo, metrics=metrics)))
+    if fps is not None:
+        (work / 'benchmark_model_fused_800x1344.json').write_text(json.dumps(dict(
+            config=config, fps=fps, fused=True, device='cpu', threads=2, shape=[800, 1344])))
+    if flops is not None:
+        (work / 'complexity_800x1344.json').write_text(json.dumps(dict(
+            config=config, shape=[800, 1344], total=dict(params=12_340_000, flops=flops))))
+    return work
+
+
+def test_model_zoo_report(tmp_path, capsys):
+    _fake_work_dir(tmp_path, 'retinanet_evit_m4', {'coco/bbox_mAP': 0.327}, fps=2.5,
+                   flops=56.7e9)
+    _fake_work_dir(tmp_path, 'mask_rcnn_shvit_s4', None, fps=0.5)
+    _fake_work_dir(tmp_path, 'fpn_evit_m0_ade20k', {'mIoU': 41.25, 'aAcc': 80.0}, fps=9.0,
+                   demo=True)
+    readme = tmp_path / 'README.md'
+    readme.write_text(f'intro\n{MARK_START}\nold table\n{MARK_END}\noutro\n')
+    table = model_zoo_main([str(tmp_path / '*_*'), '--out', str(tmp_path / 'zoo.md'),
+                            '--plot', str(tmp_path / 'zoo.png'), '--readme', str(readme)])
+    lines = {line.split(' | ')[0].lstrip('| '): line for line in table.splitlines()[2:]}
+    retina = lines['EfficientViT-M4']
+    assert ' RetinaNet | 1x | 12.3 | 56.7 | 2.50 (CPU x2, 800x1344, fused) | 32.7 | – |' in retina
+    assert 'box AP 32.7' in retina  # paper column, labelled
+    mask = lines['SHViT-S4']
+    assert '| Mask R-CNN | 1x | – | – | 0.50 (CPU x2, 800x1344, fused) | – | – |' in mask
+    assert 'box AP 39.0, mask AP 35.9' in mask
+    seg = lines['EfficientViT-M0']
+    assert '| Semantic FPN | 40k |' in seg and '41.2 (demo data)' in seg
+    assert (tmp_path / 'zoo.md').read_text().strip() == table
+    png = (tmp_path / 'zoo.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 1000
+    assert 'plot with 2 points' in capsys.readouterr().out
+    text = readme.read_text()
+    assert 'old table' not in text and table in text and text.endswith('outro\n')
+
+
+def test_model_zoo_row_without_anything(tmp_path):
+    row = collect(str(_fake_work_dir(tmp_path, 'retinanet_evit_m1')))
+    assert row['backbone'] == 'EfficientViT-M1' and 'fps' not in row and 'box_ap' not in row
+
+
+def test_model_zoo_merges_demo_metrics_with_speed(tmp_path):
+    _fake_work_dir(tmp_path, 'retinanet_evit_m4', None, fps=2.0, flops=1e9)
+    _fake_work_dir(tmp_path, 'retinanet_evit_m4_demo', {'coco/bbox_mAP': 0.5}, demo=True)
+    table = model_zoo_main([str(tmp_path / 'retinanet*'), '--out', str(tmp_path / 'z.md'),
+                            '--plot', str(tmp_path / 'z.png')])
+    rows = table.splitlines()[2:]
+    assert len(rows) == 1
+    assert '| 2.00 (CPU x2, 800x1344, fused) | 50.0 (demo data) | – |' in rows[0]
