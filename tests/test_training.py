@@ -66,7 +66,7 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
         fixed.write_text(FIXED_SEG_PIPELINE.format(base=REPO / config))
         config = str(fixed)
     common = [str(REPO / config), '--demo', '--demo-images', '8', '--demo-iters', length,
-              '--cfg-options', *DETERMINISTIC, *extra]
+              '--cfg-options', *DETERMINISTIC, *extra, *test_options]
     # uninterrupted
     out = _run('train.py', *common, '--work-dir', str(tmp_path / 'full'), cwd=tmp_path)
     assert 'DEMO RESULT (synthetic demo data' in out

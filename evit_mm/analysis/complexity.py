@@ -3,12 +3,16 @@
 FLOPs here are multiply-adds (one fused multiply-add counts once), the convention
 the EfficientViT and SHViT papers and mmengine's FlopAnalyzer use.
 """
-from typing import Dict
+import argparse
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from .inference import RawNetwork
+from .inference import RawNetwork, build_inference_model
 
 PARTS = ('backbone', 'neck', 'head')
 
@@ -50,12 +54,7 @@ def backbone_flops(backbone: nn.Module, height: int, width: int) -> int:
         return int(analyzer.total())
 
 
-def main(argv=None) -> dict:
-    import argparse
-    import json
-    import os
-    import os.path as osp
-    from .inference import build_inference_model
+def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Parameters and FLOPs (multiply-adds) per part')
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, default=[800, 1344], metavar=('H', 'W'))
