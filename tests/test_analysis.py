@@ -18,11 +18,13 @@ RETINA_M0 = str(REPO / 'configs/detection/retinanet_evit_m0.py')
 FPN_S1 = str(REPO / 'configs/segmentation/fpn_shvit_s1_ade20k.py')
 
 
-@pytest.mark.parametrize('backbone_only', [False, True])
-def test_benchmark_record(backbone_only):
+@pytest.mark.parametrize('backbone_only,channels_last', [(False, False), (True, True)])
+def test_benchmark_record(backbone_only, channels_last):
     record = benchmark(RETINA_M0, shape=(128, 160), backbone_only=backbone_only, fuse=True,
-                       iters=3, warmup=1, threads=2, progress=False)
+                       channels_last=channels_last, iters=3, warmup=1, threads=2,
+                       progress=False)
     assert record['part'] == ('backbone' if backbone_only else 'model')
+    assert record['channels_last'] is channels_last
     assert record['shape'] == [128, 160] and record['fused'] is True
     assert record['device'] == 'cpu' and record['threads'] == 2
     assert record['torch'] == torch.__version__ and record['iters'] == 3

@@ -28,10 +28,11 @@ def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
         torch.set_num_threads(threads)
     height, width = shape
     model, _, framework = build_inference_model(config, checkpoint, fuse=fuse, device=device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    x = torch.randn(1, 3, height, width, device=device)
+    if channels_last:  # the whole model; a deployed backbone is channels-last already
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     if backbone_only:
-        x = torch.randn(1, 3, height, width, device=device).to(memory_format=memory_format)
         flops = backbone_flops(model.backbone, height, width)
         times = time_calls(lambda: model.backbone(x), iters, warmup, device, progress)
     else:
@@ -53,11 +54,11 @@ def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
 
 
 def summary_line(record: dict) -> str:
-    part = 'backbone' if record['part'] == 'backbone' else 'model'
     peak = (f", {record['achieved_gflops']:.1f} GFLOP/s = {100 * record['fraction_of_peak']:.0f}% "
             f"of matmul peak {record['matmul_peak_gflops']:.0f}" if 'fraction_of_peak' in record
             else '')
-    return (f"{osp.basename(record['config'])} {part} {record['shape'][0]}x{record['shape'][1]}"
+    height, width = record['shape']
+    return (f"{osp.basename(record['config'])} {record['part']} {height}x{width}"
             f"{' fused' if record['fused'] else ''} on {record['device']} "
             f"({record['threads']} threads): {record['fps']:.2f} FPS, "
             f"{record['ms_per_img']:.1f} ms/img (p25-p75 {record['ms_p25']:.1f}-"
