@@ -16,15 +16,17 @@ from .checkpoint import (CheckpointError, DROPPED_SUFFIXES, _describe_mismatch, 
                          read_checkpoint)
 
 
-def build_model_from_config(config: str) -> torch.nn.Module:
+def build_model_from_config(config: str, return_cfg: bool = False):
+    """The config's model with random weights (the backbone's pretrained init is skipped);
+    ``(model, cfg)`` with ``return_cfg``."""
     from .runtime import adapt_to_device, framework_of, register_framework
     cfg = Config.fromfile(config)
-    framework = framework_of(cfg)
-    register_framework(framework)
+    register_framework(framework_of(cfg))
     adapt_to_device(cfg)
     cfg.model.backbone.init_cfg = None
     from mmengine.registry import MODELS
-    return MODELS.build(cfg.model)
+    model = MODELS.build(cfg.model)
+    return (model, cfg) if return_cfg else model
 
 
 def convert_detector(source: str, config: str) -> Tuple[Dict[str, torch.Tensor], dict]:

@@ -10,7 +10,8 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from ..checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-from ..runtime import adapt_to_device, framework_of, register_framework
+from ..convert import build_model_from_config
+from ..runtime import framework_of
 
 
 def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: bool = False,
@@ -22,13 +23,8 @@ def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: b
     ``fuse``, the backbone is switched to deploy and mmcv fuses the remaining
     Conv+BN pairs.
     """
-    cfg = Config.fromfile(config)
+    model, cfg = build_model_from_config(config, return_cfg=True)
     framework = framework_of(cfg)
-    register_framework(framework)
-    adapt_to_device(cfg)
-    cfg.model.backbone.init_cfg = None
-    from mmengine.registry import MODELS
-    model = MODELS.build(cfg.model)
     if checkpoint:
         load_state_dict_strict(model, extract_state_dict(read_checkpoint(checkpoint), prefix=''))
     model.eval()
