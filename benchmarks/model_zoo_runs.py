@@ -11,13 +11,12 @@ to put the speed next to it).
 """
 import argparse
 import glob
-import json
-import os
 import os.path as osp
 
 import torch
 
 from evit_mm.analysis.benchmark import benchmark, summary_line
+from evit_mm.analysis.records import benchmark_filename, complexity_filename, write_record
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -40,17 +39,14 @@ def main() -> None:
             continue
         shape = (512, 512) if 'segmentation' in config else (800, 1344)
         work_dir = osp.join(args.work_root, name + args.suffix)
-        os.makedirs(work_dir, exist_ok=True)
         rel = osp.relpath(config, REPO)
         record = benchmark(config, shape=shape, fuse=True, iters=args.iters,
                            warmup=args.warmup, progress=False, measure_peak=False)
         record['config'] = rel
-        with open(osp.join(work_dir, 'benchmark_model_fused_{}x{}.json'.format(*shape)),
-                  'w') as f:
-            json.dump(record, f, indent=2)
-        with open(osp.join(work_dir, 'complexity_{}x{}.json'.format(*shape)), 'w') as f:
-            json.dump(dict(config=rel, shape=list(shape), flops_unit='multiply-adds',
-                           **record['complexity']), f, indent=2)
+        write_record(osp.join(work_dir, benchmark_filename('model', True, shape)), record)
+        write_record(osp.join(work_dir, complexity_filename(shape)),
+                     dict(config=rel, shape=list(shape), flops_unit='multiply-adds',
+                          **record['complexity']))
         print(summary_line(record), flush=True)
 
 

@@ -14,7 +14,7 @@ import statistics
 import torch
 
 from evit_mm.analysis.complexity import backbone_flops
-from evit_mm.analysis.inference import build_inference_model, fuse_model, pseudo_batch
+from evit_mm.analysis.inference import build_inference_model, pseudo_batch
 from evit_mm.analysis.timing import environment, matmul_peak_gflops, time_interleaved
 from evit_mm.models import EfficientViT, SHViT
 

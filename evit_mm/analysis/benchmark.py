@@ -6,8 +6,6 @@ holds the achieved GFLOP/s and its fraction of this machine's dense matmul peak,
 measured in the same run.
 """
 import argparse
-import json
-import os
 import os.path as osp
 from typing import List, Optional
 
@@ -15,6 +13,7 @@ import torch
 
 from .complexity import backbone_flops, complexity
 from .inference import build_inference_model, pseudo_batch
+from .records import benchmark_filename, default_work_dir, write_record
 from .timing import environment, matmul_peak_gflops, summarize, time_calls
 
 
@@ -87,12 +86,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     record = benchmark(args.config, args.checkpoint, tuple(args.shape), args.backbone_only,
                        args.fuse, args.device, args.channels_last, args.iters, args.warmup,
                        args.threads)
-    name = osp.splitext(osp.basename(args.config))[0]
-    out = args.out or osp.join('work_dirs', name, 'benchmark_{}{}_{}x{}.json'.format(
-        record['part'], '_fused' if args.fuse else '', *args.shape))
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(record, f, indent=2)
+    out = args.out or osp.join(default_work_dir(args.config),
+                               benchmark_filename(record['part'], args.fuse, args.shape))
+    write_record(out, record)
     print(summary_line(record))
     print(f'record written to {out}')
     return record

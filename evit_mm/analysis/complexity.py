@@ -4,8 +4,6 @@ FLOPs here are multiply-adds (one fused multiply-add counts once), the conventio
 the EfficientViT and SHViT papers and mmengine's FlopAnalyzer use.
 """
 import argparse
-import json
-import os
 import os.path as osp
 from typing import Dict, List, Optional
 
@@ -13,8 +11,19 @@ import torch
 import torch.nn as nn
 
 from .inference import RawNetwork, build_inference_model
+from .records import complexity_filename, config_name, default_work_dir, write_record
 
 PARTS = ('backbone', 'neck', 'head')
+
+
+def _flops_by_module(module: nn.Module, height: int, width: int) -> Dict[str, int]:
+    """Multiply-adds per submodule name ('' = all) of ``module`` on one zero image."""
+    from mmengine.analysis import FlopAnalyzer
+    inputs = torch.zeros(1, 3, height, width, device=next(module.parameters()).device)
+    analyzer = FlopAnalyzer(module, (inputs,))
+    analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    with torch.no_grad():
+        return dict(analyzer.by_module())
 
 
 def complexity(model: nn.Module, height: int, width: int) -> Dict[str, Dict[str, int]]:
@@ -23,14 +32,8 @@ def complexity(model: nn.Module, height: int, width: int) -> Dict[str, Dict[str,
     ``model`` is a detector or segmentor; the head is what :class:`RawNetwork` runs
     (for two-stage detectors the RPN: RoI heads depend on the proposals).
     """
-    from mmengine.analysis import FlopAnalyzer, parameter_count
-    network = RawNetwork(model).eval()
-    device = next(model.parameters()).device
-    inputs = torch.zeros(1, 3, height, width, device=device)
-    with torch.no_grad():
-        analyzer = FlopAnalyzer(network, (inputs,))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        flops = analyzer.by_module()
+    from mmengine.analysis import parameter_count
+    flops = _flops_by_module(RawNetwork(model).eval(), height, width)
     params = parameter_count(model)
     head_names = [n for n in ('decode_head', 'auxiliary_head', 'bbox_head', 'rpn_head',
                               'roi_head') if hasattr(model, n)]
@@ -46,12 +49,7 @@ def complexity(model: nn.Module, height: int, width: int) -> Dict[str, Dict[str,
 
 def backbone_flops(backbone: nn.Module, height: int, width: int) -> int:
     """Multiply-adds of a backbone alone at ``height`` x ``width``."""
-    from mmengine.analysis import FlopAnalyzer
-    device = next(backbone.parameters()).device
-    with torch.no_grad():
-        analyzer = FlopAnalyzer(backbone, (torch.zeros(1, 3, height, width, device=device),))
-        analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(analyzer.total())
+    return int(_flops_by_module(backbone, height, width)[''])
 
 
 def main(argv: Optional[List[str]] = None) -> dict:
@@ -66,12 +64,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     model, _, _ = build_inference_model(args.config)
     parts = complexity(model, *args.shape)
     record = dict(config=args.config, shape=list(args.shape), flops_unit='multiply-adds', **parts)
-    name = osp.splitext(osp.basename(args.config))[0]
-    out = args.out or osp.join('work_dirs', name, 'complexity_{}x{}.json'.format(*args.shape))
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
-    with open(out, 'w') as f:
-        json.dump(record, f, indent=2)
-    print(f"{name} at {args.shape[0]}x{args.shape[1]} (FLOPs = multiply-adds, as in the papers)")
+    out = args.out or osp.join(default_work_dir(args.config), complexity_filename(args.shape))
+    write_record(out, record)
+    print(f"{config_name(args.config)} at {args.shape[0]}x{args.shape[1]} (FLOPs = multiply-adds, as in the papers)")
     for part in (*PARTS, 'total'):
         print(f'  {part:<9} params {parts[part]["params"] / 1e6:8.2f} M   '
               f'FLOPs {parts[part]["flops"] / 1e9:8.2f} G')

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .inference import RawNetwork, build_inference_model
+from .records import default_work_dir
 from .timing import summarize, time_calls
 
 
@@ -87,8 +88,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     args = parser.parse_args(argv)
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
-    name = osp.splitext(osp.basename(args.config))[0]
-    out = args.out or osp.join('work_dirs', name,
+    out = args.out or osp.join(default_work_dir(args.config),
                                'backbone.onnx' if args.backbone_only else 'network.onnx')
     record = export_onnx(args.config, out, args.checkpoint, tuple(args.shape), args.backbone_only,
                          args.dynamic, args.opset)

@@ -12,6 +12,15 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+def _timed(fn: Callable[[], object], device: str) -> float:
+    """Seconds one call of ``fn`` takes, with the device synchronised on both sides."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
 def time_calls(fn: Callable[[], object], iters: int, warmup: int, device: str = 'cpu',
                progress: bool = False) -> List[float]:
     """Seconds per call of ``fn`` over ``iters`` timed calls after ``warmup`` discarded ones."""
@@ -22,12 +31,9 @@ def time_calls(fn: Callable[[], object], iters: int, warmup: int, device: str = 
     times = []
     with torch.inference_mode():
         for i in range(warmup + iters):
-            synchronize(device)
-            start = time.perf_counter()
-            fn()
-            synchronize(device)
+            seconds = _timed(fn, device)
             if i >= warmup:
-                times.append(time.perf_counter() - start)
+                times.append(seconds)
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -79,10 +85,7 @@ def time_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: 
     with torch.inference_mode():
         for r in range(warmup + rounds):
             for name, fn in fns.items():
-                synchronize(device)
-                start = time.perf_counter()
-                fn()
-                synchronize(device)
+                seconds = _timed(fn, device)
                 if r >= warmup:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(seconds)
     return times
