@@ -1,9 +1,8 @@
 """``tools/train.py`` and ``tools/test.py``: the mmdet / mmseg command lines for evit_mm configs.
 
-The framework comes from the config (``default_scope``). Checkpoints are read
-with ``weights_only=True`` plus mmengine's own data types (see
-:func:`evit_mm.checkpoint.use_safe_checkpoint_loaders`), so ``--resume`` and
-``load_from`` work on torch >= 2.6 while downloads still cannot run code.
+The framework comes from the config (``default_scope``). The scripts in
+``tools/`` import :mod:`evit_mm.compat` first, so ``--resume`` and ``load_from``
+work on torch >= 2.6 while downloads still cannot run code.
 """
 import argparse
 import json
@@ -16,9 +15,9 @@ from typing import List, Optional
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .checkpoint import CheckpointError, use_safe_checkpoint_loaders
-from .runtime import (DatasetMissingError, adapt_to_device, apply_demo, check_dataset,
-                      framework_of, init_cpu_distributed, register_framework)
+from .checkpoint import CheckpointError
+from .config import FrameworkMissingError, framework_of, init_cpu_distributed, load_config
+from .runtime import DatasetMissingError, apply_demo, check_dataset
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -41,16 +40,14 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
 def _load_config(args: argparse.Namespace, mode: str) -> tuple:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:  # before the demo settings (a local checkpoint) and after (they win)
-        cfg.merge_from_dict(args.cfg_options)
+    try:  # options before the demo settings (a local checkpoint) and after them (they win)
+        cfg = load_config(args.config, args.cfg_options, args.launcher)
+    except FrameworkMissingError as err:
+        sys.exit(f'[evit_mm {mode}] {err}')
     framework = framework_of(cfg)
-    register_framework(framework)
-    use_safe_checkpoint_loaders()
-    cfg.launcher = args.launcher
     name = osp.splitext(osp.basename(args.config))[0] + ('_demo' if args.demo else '')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
-    notes = adapt_to_device(cfg)
+    notes = []
     if args.demo:
         notes += apply_demo(cfg, framework, iterations=args.demo_iters,
                             num_images=args.demo_images)
@@ -191,12 +188,11 @@ def image_demo_main(argv: Optional[List[str]] = None) -> str:
     parser.add_argument('--score-thr', type=float, default=0.3, help='detection score threshold')
     parser.add_argument('--opacity', type=float, default=0.5, help='segmentation overlay opacity')
     args = parser.parse_args(argv)
-    cfg = Config.fromfile(args.config)
+    try:  # the checkpoint holds every weight: no pretrained backbone init
+        cfg = load_config(args.config, pretrained=False)
+    except FrameworkMissingError as err:
+        sys.exit(f'[evit_mm image_demo] {err}')
     framework = framework_of(cfg)
-    register_framework(framework)
-    use_safe_checkpoint_loaders()
-    adapt_to_device(cfg)
-    cfg.model.backbone.init_cfg = None  # the checkpoint holds every weight
     if framework == 'mmdet':
         import mmcv
         from mmdet.apis import inference_detector, init_detector

@@ -1,18 +1,12 @@
-"""Preparing a config for a run: framework, dataset presence, demo mode, device.
-
-Used by ``tools/train.py`` and ``tools/test.py``; nothing here imports mmdet or
-mmseg until a run asks for that framework.
-"""
-import importlib
+"""Dataset presence and the ``--demo`` settings of ``tools/train.py`` / ``tools/test.py``."""
 import os
 from typing import Iterator, List, Optional, Tuple
 
-import torch
 from mmengine.config import Config, ConfigDict
 
-from .checkpoint import PRETRAINED_URLS
+from .demo_data import DET_OBJECTS, make_ade20k_demo, make_coco_demo
+from .models.pretrained import PRETRAINED_URLS
 
-FRAMEWORKS = ('mmdet', 'mmseg')
 DEMO_ROOT = os.path.join('data', 'evit_mm_demo')
 DATA_HELP = {
     'mmdet': ('COCO 2017: download train2017, val2017 and annotations_trainval2017 from '
@@ -26,19 +20,6 @@ DATA_HELP = {
 
 class DatasetMissingError(FileNotFoundError):
     """The config's dataset is not on disk; the message says where it is expected."""
-
-
-def framework_of(cfg: Config) -> str:
-    """``'mmdet'`` or ``'mmseg'``, from the config's ``default_scope``."""
-    scope = cfg.get('default_scope')
-    if scope not in FRAMEWORKS:
-        raise ValueError(f'Config default_scope is {scope!r}; evit_mm tools run mmdet or mmseg '
-                         'configs (inherit from an mmdet:: or mmseg:: base).')
-    return scope
-
-
-def register_framework(framework: str) -> None:
-    importlib.import_module(f'{framework}.utils').register_all_modules(init_default_scope=True)
 
 
 def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
@@ -72,48 +53,6 @@ def check_dataset(cfg: Config, framework: str) -> None:
                     f'or point the config at your copy with --cfg-options '
                     f'{loader}.dataset.data_root=PATH. To try the pipeline without the dataset, '
                     f'add --demo: it trains and tests on a small generated dataset.')
-
-
-def use_cpu_norms(cfg: Config) -> bool:
-    """Replace SyncBN by BN everywhere (SyncBN needs CUDA); True if anything changed."""
-    changed = False
-
-    def visit(node):
-        nonlocal changed
-        if isinstance(node, dict):
-            if node.get('type') == 'SyncBN':
-                node['type'] = 'BN'
-                changed = True
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-
-    visit(cfg._cfg_dict)
-    return changed
-
-
-def adapt_to_device(cfg: Config) -> List[str]:
-    """CPU runs: BN instead of SyncBN, gloo and a CPU DDP wrapper. Returns notes to print."""
-    notes = []
-    if torch.cuda.is_available():
-        return notes
-    if use_cpu_norms(cfg):
-        notes.append('No CUDA device: SyncBN replaced by BN.')
-    if cfg.get('launcher', 'none') != 'none':
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        cfg.model_wrapper_cfg = dict(type='evit_mm.CPUDistributedDataParallel')
-        notes.append('No CUDA device: distributed over CPU processes with gloo.')
-    return notes
-
-
-def init_cpu_distributed(cfg: Config) -> None:
-    """Start the gloo process group for a torchrun launch on CPU (mmengine assumes CUDA)."""
-    import torch.distributed as dist
-    if cfg.get('launcher', 'none') == 'pytorch' and not torch.cuda.is_available() \
-            and not dist.is_initialized():
-        dist.init_process_group(backend='gloo')
 
 
 def _local_checkpoint(init_cfg: Optional[dict]) -> Optional[str]:
@@ -160,7 +99,6 @@ def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
     down, and detection heads are sized to the demo's four COCO classes.
     The backbone trains from scratch unless its ``init_cfg`` names a local file.
     """
-    from .demo_data import make_ade20k_demo, make_coco_demo
     notes = []
     backbone = cfg.model.backbone
     local = _local_checkpoint(backbone.get('init_cfg'))
@@ -172,7 +110,6 @@ def apply_demo(cfg: Config, framework: str, root: str = DEMO_ROOT,
         notes.append('Backbone trained from scratch (no local checkpoint given; pass one with '
                      '--cfg-options model.backbone.init_cfg.checkpoint=PATH).')
     if framework == 'mmdet':
-        from .demo_data import DET_OBJECTS
         sizes = (num_images, max(1, num_images // 4)) if num_images else (160, 40)
         data_root = str(make_coco_demo(os.path.join(root, f'coco_{sizes[0]}'), *sizes)) + '/'
         scale = (160, 160)

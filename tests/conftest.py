@@ -1,50 +1,131 @@
-"""Shared fixtures: the official reference data and small checkpoint factories."""
+"""Fixtures: the reference data in ``tests/data`` and what is regenerated from seeds.
+
+Inputs and official-format checkpoints are not stored: they are rebuilt here by
+the rules in ``tests/data/README.md`` and checked against the hashes in
+``tests/data/meta.json``, so a generator that drifts fails loudly.
+"""
+import gzip
+import hashlib
 import json
-import os
+import re
 from pathlib import Path
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get('EVIT_MM_REFERENCE', REPO.parent / 'shared' / 'reference'))
-VARIANTS = ['efficientvit_m0', 'efficientvit_m1', 'efficientvit_m2', 'efficientvit_m3',
-            'efficientvit_m4', 'efficientvit_m5', 'shvit_s1', 'shvit_s2', 'shvit_s3', 'shvit_s4']
+DATA = Path(__file__).resolve().parent / 'data'
+VARIANTS = [f'efficientvit_m{i}' for i in range(6)] + [f'shvit_s{i}' for i in range(1, 5)]
+# the last BatchNorm of a residual branch gets a smaller scale (official generator rule)
+_RESIDUAL_GAMMA = re.compile(r'\.m\.(bn|pw2\.bn|proj\.1\.bn|attn\.proj\.1\.bn)\.weight$')
 
 
-@pytest.fixture(scope='session')
-def reference() -> Path:
-    if not (REFERENCE / 'README.md').is_file():
-        pytest.fail(f'Reference fixtures not found at {REFERENCE}; set EVIT_MM_REFERENCE to the '
-                    'folder with the official outputs (shared/reference).')
-    return REFERENCE
+def pytest_generate_tests(metafunc) -> None:
+    """A test that takes a ``variant`` argument runs for all ten backbones, unless it says otherwise."""
+    if 'variant' in metafunc.fixturenames and not any(
+            'variant' in m.args[0] for m in metafunc.definition.iter_markers('parametrize')):
+        metafunc.parametrize('variant', VARIANTS)
 
 
-@pytest.fixture(scope='session')
-def official_keys(reference) -> dict:
-    return json.loads((reference / 'official_keys.json').read_text())['variants']
+def state_dict_sha256(state_dict: Dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key, value in state_dict.items():
+        digest.update(key.encode() + str(value.dtype).encode() + str(tuple(value.shape)).encode()
+                      + value.numpy().tobytes())
+    return digest.hexdigest()
 
 
-def load_input(reference: Path, size: str) -> torch.Tensor:
-    return torch.from_numpy(np.load(reference / 'inputs' / f'input_{size}.npz')['x'].astype(np.float32))
+def _key_rng(seed: int, key: str) -> np.random.RandomState:
+    return np.random.RandomState(
+        int.from_bytes(hashlib.sha256(f'{seed}|{key}'.encode()).digest()[:4], 'little'))
 
 
-def build(variant: str, **kwargs):
-    from evit_mm import EfficientViT, SHViT
-    family, arch = variant.split('_')
-    return (EfficientViT if family == 'efficientvit' else SHViT)(arch, **kwargs)
+def _offset_table(side: int) -> np.ndarray:
+    ys, xs = np.divmod(np.arange(side * side), side)
+    return np.abs(ys[:, None] - ys[None]) * side + np.abs(xs[:, None] - xs[None])
 
 
-def official_state_dict(keys: list, seed: int = 0) -> dict:
-    """Random tensors with exactly the official keys, shapes and dtypes."""
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape, dtype in keys:
-        if dtype == 'int64':
-            state[key] = torch.randint(0, 10, shape, generator=gen, dtype=torch.int64)
-        elif key.endswith('running_var'):
-            state[key] = torch.rand(shape, generator=gen) + 0.5
+def seeded_tensor(seed: int, key: str, shape: Sequence[int]) -> torch.Tensor:
+    """The value the reference generator gives ``key`` (rules in tests/data/README.md)."""
+    shape = tuple(shape)
+    if key.endswith('num_batches_tracked'):
+        return torch.tensor(0, dtype=torch.int64)
+    if key.endswith('attention_bias_idxs'):
+        return torch.from_numpy(_offset_table(round(shape[0] ** 0.5)).astype(np.int64))
+    rng = _key_rng(seed, key)
+    if key.endswith('running_var'):
+        value = rng.uniform(0.5, 1.5, shape)
+    else:
+        normal = rng.standard_normal(shape)
+        if key.endswith('attention_biases'):
+            value = 0.5 * normal
+        elif key.endswith('running_mean'):
+            value = 0.1 * normal
+        elif len(shape) == 1 and key.endswith('.weight'):
+            value = (1 + 0.1 * normal) * (0.4 if _RESIDUAL_GAMMA.search(key) else 1.0)
+        elif len(shape) == 1:
+            value = 0.1 * normal
         else:
-            state[key] = torch.randn(shape, generator=gen) * 0.1
-    return state
+            value = normal / np.sqrt(np.prod(shape[1:]))
+    return torch.from_numpy(value.astype(np.float32))
+
+
+@pytest.fixture(scope='session')
+def meta() -> dict:
+    return json.loads((DATA / 'meta.json').read_text())
+
+
+@pytest.fixture(scope='session')
+def official_keys() -> dict:
+    """``{variant: [[key, shape, dtype], ...]}`` of the official classification state dicts."""
+    with gzip.open(DATA / 'official_keys.json.gz', 'rt') as f:
+        return {v: record['keys'] for v, record in json.load(f)['variants'].items()}
+
+
+@pytest.fixture(scope='session')
+def seeded_state_dict() -> Callable[[Sequence, int], Dict[str, torch.Tensor]]:
+    """``make(keys, seed)``: the generator's state dict for ``[key, shape, ...]`` entries."""
+    def make(keys: Sequence, seed: int) -> Dict[str, torch.Tensor]:
+        return {entry[0]: seeded_tensor(seed, entry[0], entry[1]) for entry in keys}
+    return make
+
+
+@pytest.fixture(scope='session')
+def reference_input(meta) -> Callable[[str], torch.Tensor]:
+    """``make('512x512')``: the seeded reference input, checked against its hash."""
+    def make(size: str) -> torch.Tensor:
+        record = meta['inputs'][size]
+        height, width = map(int, size.split('x'))
+        normal = np.random.RandomState(record['seed']).standard_normal((1, 3, height, width))
+        x = normal.astype(np.float16).astype(np.float32)
+        assert hashlib.sha256(x.tobytes()).hexdigest() == record['sha256'], \
+            f'the input generator drifted for {size}'
+        return torch.from_numpy(x)
+    return make
+
+
+@pytest.fixture(scope='session')
+def official_checkpoint(meta, official_keys, seeded_state_dict, tmp_path_factory
+                        ) -> Callable[[str], Path]:
+    """``path('efficientvit_m0')``: the seeded official-format checkpoint the references used."""
+    folder = tmp_path_factory.mktemp('official_checkpoints')
+
+    def path(variant: str) -> Path:
+        file = folder / f'{variant}.pth'
+        if not file.exists():
+            record = meta['checkpoints'][variant]
+            state = seeded_state_dict(official_keys[variant], record['seed'])
+            assert state_dict_sha256(state) == record['sha256'], \
+                f'the checkpoint generator drifted for {variant}'
+            torch.save({'model': state}, file)
+        return file
+    return path
+
+
+@pytest.fixture(scope='session')
+def reference_outputs() -> Callable[[str], Dict[str, np.ndarray]]:
+    """``outputs('shvit_s1')``: the official outputs stored in tests/data."""
+    def load(variant: str) -> Dict[str, np.ndarray]:
+        return dict(np.load(DATA / f'{variant}_outputs.npz'))
+    return load

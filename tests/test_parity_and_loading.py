@@ -1,77 +1,80 @@
 """Numerical parity with the official backbones and checkpoint loading."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
-from conftest import VARIANTS, build, load_input, official_state_dict
 
 from evit_mm import EfficientViT, SHViT
-from evit_mm.checkpoint import (PRETRAINED_URLS, CheckpointError, extract_state_dict,
-                                load_pretrained, resolve_checkpoint)
+from evit_mm.checkpoint import CheckpointError, extract_state_dict, read_checkpoint
+from evit_mm.models import build_backbone
 from evit_mm.models.efficientvit import relative_offset_index
+from evit_mm.models.pretrained import PRETRAINED_URLS, load_pretrained, resolve_checkpoint
 
 ATOL = 1e-4
-CKPTS = {'efficientvit_m0': 'efficientvit_m0/efficientvit_m0_seed1000.pth',
-         'shvit_s1': 'shvit_s1/shvit_s1_seed2001.pth'}
+REFERENCE_VARIANTS = ['efficientvit_m0', 'shvit_s1']
 
 
 @pytest.fixture(scope='module')
-def official_models(reference):
+def official_models(official_checkpoint):
+    """The two reference backbones, loaded from their seeded official-format checkpoints."""
     models = {}
-    for variant, rel in CKPTS.items():
-        model = build(variant, init_cfg=dict(type='Pretrained', checkpoint=str(reference / rel)))
+    for variant in REFERENCE_VARIANTS:
+        model = build_backbone(variant, init_cfg=dict(
+            type='Pretrained', checkpoint=str(official_checkpoint(variant))))
         model.init_weights()
         models[variant] = model.eval()
     return models
 
 
 @pytest.mark.parametrize('variant,size', [
-    ('efficientvit_m0', '512x512'), ('efficientvit_m0', '600x904'),
-    ('efficientvit_m0', '800x1344'), ('shvit_s1', '224x224'), ('shvit_s1', '512x512'),
-    ('shvit_s1', '600x904'), ('shvit_s1', '800x1344')])
-def test_parity_with_official_detection_backbone(official_models, reference, variant, size):
-    ref = np.load(reference / variant / f'ref_{size}.npz')
+    ('efficientvit_m0', '512x512'), ('efficientvit_m0', '600x904'), ('shvit_s1', '224x224'),
+    ('shvit_s1', '600x904')])
+def test_parity_with_official_detection_backbone(official_models, reference_input,
+                                                 reference_outputs, variant, size):
+    ref = reference_outputs(variant)
     with torch.no_grad():
-        outs = official_models[variant](load_input(reference, size))
+        outs = official_models[variant](reference_input(size))
     assert len(outs) == 3
     for i, out in enumerate(outs):
-        expected = torch.from_numpy(ref[f'out{i}'])
+        expected = torch.from_numpy(ref[f'{size}/out{i}'])
         assert out.shape == expected.shape
         assert (out - expected).abs().max().item() < ATOL, (variant, size, i)
 
 
-def test_efficientvit_224_stages_match_classifier_and_last_stage_works(official_models, reference):
-    cls = np.load(reference / 'efficientvit_m0' / 'cls.npz')
+def test_efficientvit_224_stages_match_classifier_and_last_stage_works(
+        official_models, reference_input, reference_outputs):
+    ref = reference_outputs('efficientvit_m0')
     with torch.no_grad():
-        outs = official_models['efficientvit_m0'](load_input(reference, '224x224'))
-    for i, name in enumerate(['blocks1_224x224', 'blocks2_224x224']):
-        assert (outs[i] - torch.from_numpy(cls[name])).abs().max().item() < ATOL
+        outs = official_models['efficientvit_m0'](reference_input('224x224'))
+    for i in range(2):
+        assert (outs[i] - torch.from_numpy(ref[f'224x224/out{i}'])).abs().max().item() < ATOL
     assert outs[2].shape == (1, 192, 4, 4) and torch.isfinite(outs[2]).all()
 
 
-def test_stage3_biases_converted_like_official(official_models, reference):
-    expected = np.load(reference / 'efficientvit_m0' / 'converted_attention_biases.npz')
+def test_stage3_biases_converted_like_official(official_models, reference_outputs):
+    expected = {k: v for k, v in reference_outputs('efficientvit_m0').items()
+                if k.startswith('converted.')}
     params = dict(official_models['efficientvit_m0'].named_parameters())
-    assert len(expected.files) == 3
-    for name in expected.files:
+    assert len(expected) == 3
+    for name, value in expected.items():
         key = name[len('converted.'):]
-        torch.testing.assert_close(params[key].detach(), torch.from_numpy(expected[name]),
-                                   rtol=0, atol=1e-6)
+        torch.testing.assert_close(params[key].detach(), torch.from_numpy(value), rtol=0, atol=1e-6)
 
 
-def test_relative_offset_index_equals_official_table(reference):
-    state = torch.load(reference / CKPTS['efficientvit_m0'], weights_only=True)['model']
-    official = state['blocks1.0.mixer.m.attn.attention_bias_idxs']
-    assert torch.equal(relative_offset_index(7), official)
+def test_relative_offset_index_equals_official_table(official_checkpoint):
+    state = torch.load(official_checkpoint('efficientvit_m0'), weights_only=True)['model']
+    assert torch.equal(relative_offset_index(7), state['blocks1.0.mixer.m.attn.attention_bias_idxs'])
+    assert torch.equal(relative_offset_index(4), state['blocks3.3.mixer.m.attn.attention_bias_idxs'])
     assert 'attention_bias_idxs' not in ''.join(EfficientViT('m0').state_dict())
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
-def test_official_keys_load_completely(variant, official_keys, tmp_path):
-    keys = official_keys[variant]['keys']
-    state = official_state_dict(keys, seed=VARIANTS.index(variant))
+def test_official_keys_load_completely(variant, official_keys, seeded_state_dict, tmp_path):
+    keys = official_keys[variant]
+    state = seeded_state_dict(keys, seed=7)
     path = tmp_path / f'{variant}.pth'
     torch.save({'model': state}, path)
-    model = build(variant, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model = build_backbone(variant, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     model.init_weights()
     loaded = model.state_dict()
     for key, value in loaded.items():
@@ -80,8 +83,7 @@ def test_official_keys_load_completely(variant, official_keys, tmp_path):
             assert key.endswith('attention_biases') and source.shape[1] == 16 and value.shape[1] == 49
             continue
         assert torch.equal(value, source), key
-    used = set(loaded)
-    dropped = {k for k, _, _ in keys} - used
+    dropped = {k for k, _, _ in keys} - set(loaded)
     assert all(k.startswith('head.') or k.endswith('attention_bias_idxs') for k in dropped)
 
 
@@ -154,13 +156,47 @@ def test_wrong_family_is_an_error(official_models, tmp_path):
         load_pretrained(EfficientViT('m0'), str(path))
 
 
-def test_corrupted_and_missing_files(tmp_path):
-    bad = tmp_path / 'broken.pth'
-    bad.write_bytes(b'PK\x03\x04 this is not a checkpoint')
-    with pytest.raises(CheckpointError, match='corrupted or not a PyTorch checkpoint'):
+def _truncated(length_of):
+    def make(good: Path, bad: Path) -> None:
+        data = good.read_bytes()
+        bad.write_bytes(data[:length_of(len(data))])
+    return make
+
+
+BAD_FILES = {
+    'truncated_100': _truncated(lambda n: 100),
+    'truncated_5000': _truncated(lambda n: 5000),
+    'truncated_half': _truncated(lambda n: n // 2),
+    'truncated_last_byte': _truncated(lambda n: n - 1),
+    'random_bytes': lambda good, bad: bad.write_bytes(np.random.RandomState(0).bytes(20000)),
+    'random_bytes_2': lambda good, bad: bad.write_bytes(np.random.RandomState(1).bytes(5000)),
+    'zip_magic_then_junk': lambda good, bad: bad.write_bytes(b'PK\x03\x04 not a checkpoint'),
+    'empty': lambda good, bad: bad.write_bytes(b''),
+    'directory': lambda good, bad: bad.mkdir(),
+}
+
+
+@pytest.mark.parametrize('kind', list(BAD_FILES))
+def test_unreadable_checkpoint_is_named(tmp_path, official_checkpoint, kind):
+    bad = tmp_path / f'{kind}.pth'
+    BAD_FILES[kind](official_checkpoint('shvit_s1'), bad)
+    expected = f'{bad} is corrupted or not a PyTorch checkpoint .*; re-download or re-save it'
+    with pytest.raises(CheckpointError, match=expected):
+        read_checkpoint(str(bad))
+    with pytest.raises(CheckpointError, match=expected):
         load_pretrained(SHViT('s1'), str(bad))
-    with pytest.raises(CheckpointError, match='neither an existing file nor a known short name'):
-        load_pretrained(SHViT('s1'), str(tmp_path / 'nope.pth'))
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    missing = tmp_path / 'nope.pth'
+    with pytest.raises(CheckpointError, match=f'Checkpoint {missing} not found'):
+        read_checkpoint(str(missing))
+    with pytest.raises(CheckpointError, match=f"'{missing}' is neither an existing file nor a "
+                                              'known short name'):
+        load_pretrained(SHViT('s1'), str(missing))
+
+
+def test_non_dict_checkpoint(tmp_path):
     torch.save([1, 2, 3], tmp_path / 'list.pth')
     with pytest.raises(CheckpointError, match='holds a list, not a dict'):
         load_pretrained(SHViT('s1'), str(tmp_path / 'list.pth'))

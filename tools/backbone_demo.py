@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from evit_mm import EfficientViT, SHViT
+from evit_mm.models import build_backbone
 
 
 def main() -> None:
@@ -19,9 +19,8 @@ def main() -> None:
     parser.add_argument('--deploy', action='store_true', help='fuse Conv+BN before running')
     args = parser.parse_args()
 
-    cls = SHViT if args.arch.lower().startswith('shvit') else EfficientViT
     init_cfg = dict(type='Pretrained', checkpoint=args.checkpoint) if args.checkpoint else None
-    model = cls(args.arch, init_cfg=init_cfg)
+    model = build_backbone(args.arch, init_cfg=init_cfg)
     model.init_weights()
     model.eval()
     if args.deploy:

@@ -10,8 +10,7 @@ import torch.nn as nn
 from mmengine.config import Config
 
 from ..checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-from ..convert import build_model_from_config
-from ..runtime import framework_of
+from ..config import build_model, framework_of, load_config
 
 
 def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: bool = False,
@@ -23,7 +22,8 @@ def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: b
     ``fuse``, the backbone is switched to deploy and mmcv fuses the remaining
     Conv+BN pairs.
     """
-    model, cfg = build_model_from_config(config, return_cfg=True)
+    cfg = load_config(config, pretrained=False)
+    model = build_model(cfg)
     framework = framework_of(cfg)
     if checkpoint:
         load_state_dict_strict(model, extract_state_dict(read_checkpoint(checkpoint), prefix=''))

@@ -1,7 +1,8 @@
 """The backbone skeleton both families share: 16x stem, three stages, dense outputs.
 
 A subclass supplies its arch table (``arch_zoo``), the keys an arch dict must
-have, and the block of one stage (:meth:`make_block`). Everything an
+have (``arch_keys``, of which ``stage_keys`` list one value per stage), and the
+block of one stage (:meth:`make_block`). Everything an
 OpenMMLab backbone is expected to do lives here once: ``out_indices``,
 ``frozen_stages``, ``norm_eval``, ``with_cp``, ``switch_to_deploy`` and loading
 official checkpoints through ``init_cfg``.
@@ -16,6 +17,7 @@ from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .layers import downsample_layers, fuse_modules, patch_embed_16x, validate_indices
+from .pretrained import load_pretrained
 
 NUM_STAGES = 3
 
@@ -31,17 +33,18 @@ class HierarchicalViT(BaseModule):
         norm_eval: Keep BatchNorm layers in eval mode during training (as the
             official detection code always does).
         with_cp: Activation checkpointing per block (saves memory, costs time).
-        deploy: Build the fused inference structure (for loading fused weights).
+        deploy: Build, then :meth:`switch_to_deploy` (to load fused weights).
         deploy_channels_last: In deploy mode, run in channels-last (NHWC) memory
             format, which oneDNN convolutions on CPU run several times faster
             (outputs are returned in the default NCHW format either way).
         init_cfg: ``dict(type='Pretrained', checkpoint=...)`` accepts a path, an
             URL or a short name such as ``'efficientvit_m4'``; see
-            :mod:`evit_mm.checkpoint`.
+            :mod:`evit_mm.models.pretrained`.
     """
 
     arch_zoo: Dict[str, dict] = {}
     arch_keys: Tuple[str, ...] = ()
+    stage_keys: Tuple[str, ...] = ()
     arch_defaults: Dict[str, object] = {}
     arch_prefix: str = ''
 
@@ -58,21 +61,20 @@ class HierarchicalViT(BaseModule):
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
         self.with_cp = with_cp
-        self.deploy = deploy
+        self.deploy = False
         self.deploy_channels_last = deploy_channels_last
 
         dims = self.arch_settings['embed_dims']
         self.embed_dims: List[int] = list(dims)
         self.out_channels: List[int] = [dims[i] for i in self.out_indices]
-        self.patch_embed = patch_embed_16x(in_channels, dims[0], deploy)
+        self.patch_embed = patch_embed_16x(in_channels, dims[0])
         for stage in range(NUM_STAGES):
-            layers = [] if stage == 0 else downsample_layers(dims[stage - 1], dims[stage], deploy)
-            layers += [self.make_block(stage, deploy)
-                       for _ in range(self.arch_settings['depths'][stage])]
+            layers = [] if stage == 0 else downsample_layers(dims[stage - 1], dims[stage])
+            layers += [self.make_block(stage) for _ in range(self.arch_settings['depths'][stage])]
             self.add_module(f'blocks{stage + 1}', nn.Sequential(*layers))
         self._freeze_stages()
         if deploy:
-            self._set_deploy_memory_format()
+            self.switch_to_deploy()
 
     # ---- arch table -------------------------------------------------------
     @classmethod
@@ -94,13 +96,13 @@ class HierarchicalViT(BaseModule):
             raise KeyError(f'Custom {cls.__name__} arch: missing keys {missing}, unknown keys '
                            f'{unknown}; the keys are {list(cls.arch_keys)}.')
         settings = {**copy.deepcopy(cls.arch_defaults), **copy.deepcopy(arch)}
-        for key in cls.arch_keys:
+        for key in cls.stage_keys:
             value = settings[key]
-            if isinstance(value, (list, tuple)) and key != 'kernels' and len(value) != NUM_STAGES:
+            if not isinstance(value, (list, tuple)) or len(value) != NUM_STAGES:
                 raise ValueError(f'arch[{key!r}] must list {NUM_STAGES} stages, got {value!r}.')
         return 'custom', settings
 
-    def make_block(self, stage: int, deploy: bool) -> nn.Module:
+    def make_block(self, stage: int) -> nn.Module:
         raise NotImplementedError
 
     # ---- forward ------------------------------------------------------------
@@ -159,16 +161,12 @@ class HierarchicalViT(BaseModule):
         self.eval()
         fuse_modules(self)
         self.deploy = True
-        self._set_deploy_memory_format()
-
-    def _set_deploy_memory_format(self) -> None:
         self.to(memory_format=self._memory_format)
 
     # ---- weights ------------------------------------------------------------
     def init_weights(self) -> None:
         cfg = self.init_cfg
         if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
-            from ..checkpoint import load_pretrained
             load_pretrained(self, cfg['checkpoint'], prefix=cfg.get('prefix'))
         else:
             super().init_weights()

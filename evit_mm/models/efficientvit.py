@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..registry import MODELS
 from .base import HierarchicalViT
-from .layers import FFN, Residual, attend, conv_bn, depthwise_residual, is_channels_last
+from .layers import FFN, ConvBN, Residual, attend, depthwise_residual, is_channels_last
 
 
 def relative_offset_index(window: int) -> torch.Tensor:
@@ -44,7 +44,7 @@ class CascadedGroupAttention(nn.Module):
     """
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, kernels: Sequence[int],
-                 window: int, deploy: bool = False) -> None:
+                 window: int) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f'dim {dim} must be divisible by num_heads {num_heads}.')
@@ -55,14 +55,14 @@ class CascadedGroupAttention(nn.Module):
         self.value_dim = dim // num_heads
         self.scale = key_dim ** -0.5
         self.qkvs = nn.ModuleList(
-            conv_bn(dim // num_heads, 2 * key_dim + self.value_dim, deploy=deploy)
+            ConvBN(dim // num_heads, 2 * key_dim + self.value_dim)
             for _ in range(num_heads))
         self.dws = nn.ModuleList(
-            conv_bn(key_dim, key_dim, k, 1, k // 2, groups=key_dim, deploy=deploy)
+            ConvBN(key_dim, key_dim, k, 1, k // 2, groups=key_dim)
             for k in kernels[:num_heads])
         self.proj = nn.Sequential(
             nn.ReLU(inplace=True),
-            conv_bn(self.value_dim * num_heads, dim, bn_weight_init=0.0, deploy=deploy))
+            ConvBN(self.value_dim * num_heads, dim, bn_weight_init=0.0))
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         self.register_buffer('attention_bias_idxs', relative_offset_index(window),
                              persistent=False)
@@ -99,7 +99,6 @@ class CascadedGroupAttention(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
         bias = self.attention_bias()
         channels_last = is_channels_last(x)
         groups = x.chunk(self.num_heads, dim=1)
@@ -121,10 +120,10 @@ class LocalWindowAttention(nn.Module):
     """Zero-pad to a multiple of the window, attend inside each window, crop back."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, kernels: Sequence[int],
-                 window: int = 7, deploy: bool = False) -> None:
+                 window: int = 7) -> None:
         super().__init__()
         self.window = window
-        self.attn = CascadedGroupAttention(dim, key_dim, num_heads, kernels, window, deploy)
+        self.attn = CascadedGroupAttention(dim, key_dim, num_heads, kernels, window)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, channels, height, width = x.shape
@@ -153,14 +152,13 @@ class EfficientViTBlock(nn.Module):
     """Sandwich block: DW conv, FFN, window attention, DW conv, FFN (all residual)."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, kernels: Sequence[int],
-                 window: int, deploy: bool = False) -> None:
+                 window: int) -> None:
         super().__init__()
-        self.dw0 = depthwise_residual(dim, deploy)
-        self.ffn0 = Residual(FFN(dim, dim * 2, deploy))
-        self.mixer = Residual(LocalWindowAttention(dim, key_dim, num_heads, kernels, window,
-                                                   deploy))
-        self.dw1 = depthwise_residual(dim, deploy)
-        self.ffn1 = Residual(FFN(dim, dim * 2, deploy))
+        self.dw0 = depthwise_residual(dim)
+        self.ffn0 = Residual(FFN(dim, dim * 2))
+        self.mixer = Residual(LocalWindowAttention(dim, key_dim, num_heads, kernels, window))
+        self.dw1 = depthwise_residual(dim)
+        self.ffn1 = Residual(FFN(dim, dim * 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn1(self.dw1(self.mixer(self.ffn0(self.dw0(x)))))
@@ -195,10 +193,11 @@ class EfficientViT(HierarchicalViT):
 
     arch_prefix = 'efficientvit_'
     arch_keys = ('embed_dims', 'depths', 'num_heads', 'key_dims', 'kernels', 'window_size')
+    stage_keys = ('embed_dims', 'depths', 'num_heads', 'key_dims')
     arch_defaults = dict(_DEFAULTS)
     arch_zoo = _ARCH_ZOO
 
-    def make_block(self, stage: int, deploy: bool) -> nn.Module:
+    def make_block(self, stage: int) -> nn.Module:
         s = self.arch_settings
         return EfficientViTBlock(s['embed_dims'][stage], s['key_dims'][stage],
-                                 s['num_heads'][stage], s['kernels'], s['window_size'], deploy)
+                                 s['num_heads'][stage], s['kernels'], s['window_size'])

@@ -66,17 +66,6 @@ class ConvBN(nn.Sequential):
         return fused
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-            padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0,
-            deploy: bool = False) -> nn.Module:
-    """A :class:`ConvBN`, or its fused form (a conv with bias) when ``deploy``."""
-    if deploy:
-        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                         groups=groups, bias=True)
-    return ConvBN(in_channels, out_channels, kernel_size, stride, padding, groups,
-                  bn_weight_init)
-
-
 class Residual(nn.Module):
     """``x + m(x)``."""
 
@@ -105,11 +94,8 @@ def _is_odd_depthwise(conv: nn.Conv2d) -> bool:
             and k[0] % 2 == 1 and conv.padding[0] == k[0] // 2 and conv.stride == (1, 1))
 
 
-def depthwise_residual(channels: int, deploy: bool = False,
-                       bn_weight_init: float = 0.0) -> nn.Module:
-    """``x + BN(DWConv3x3(x))``; one 3x3 depthwise conv when ``deploy``."""
-    if deploy:
-        return nn.Conv2d(channels, channels, 3, 1, 1, groups=channels, bias=True)
+def depthwise_residual(channels: int, bn_weight_init: float = 0.0) -> Residual:
+    """``x + BN(DWConv3x3(x))``; :meth:`Residual.fuse` folds it into one conv."""
     return Residual(ConvBN(channels, channels, 3, 1, 1, groups=channels,
                            bn_weight_init=bn_weight_init))
 
@@ -128,11 +114,11 @@ def fuse_modules(module: nn.Module) -> None:
 class FFN(nn.Module):
     """Pointwise expansion, ReLU, pointwise projection (``pw1``, ``pw2``)."""
 
-    def __init__(self, channels: int, hidden: int, deploy: bool = False) -> None:
+    def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.pw1 = conv_bn(channels, hidden, deploy=deploy)
+        self.pw1 = ConvBN(channels, hidden)
         self.act = nn.ReLU(inplace=True)
-        self.pw2 = conv_bn(hidden, channels, bn_weight_init=0.0, deploy=deploy)
+        self.pw2 = ConvBN(hidden, channels, bn_weight_init=0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pw2(self.act(self.pw1(x)))
@@ -156,42 +142,39 @@ class SqueezeExcite(nn.Module):
 class PatchMerging(nn.Module):
     """Inverted-residual downsampling: 1x1 up (x4), 3x3 depthwise stride 2, SE, 1x1 down."""
 
-    def __init__(self, in_channels: int, out_channels: int, deploy: bool = False) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         hidden = in_channels * 4
-        self.conv1 = conv_bn(in_channels, hidden, deploy=deploy)
+        self.conv1 = ConvBN(in_channels, hidden)
         self.act = nn.ReLU(inplace=True)
-        self.conv2 = conv_bn(hidden, hidden, 3, 2, 1, groups=hidden, deploy=deploy)
+        self.conv2 = ConvBN(hidden, hidden, 3, 2, 1, groups=hidden)
         self.se = SqueezeExcite(hidden)
-        self.conv3 = conv_bn(hidden, out_channels, deploy=deploy)
+        self.conv3 = ConvBN(hidden, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv3(self.se(self.act(self.conv2(self.act(self.conv1(x))))))
 
 
-def conv_ffn_pair(channels: int, deploy: bool = False) -> nn.Sequential:
+def conv_ffn_pair(channels: int) -> nn.Sequential:
     """Residual depthwise conv then residual FFN: the sandwich around a downsampling."""
-    return nn.Sequential(
-        depthwise_residual(channels, deploy, bn_weight_init=1.0),
-        Residual(FFN(channels, channels * 2, deploy)))
+    return nn.Sequential(depthwise_residual(channels, bn_weight_init=1.0),
+                         Residual(FFN(channels, channels * 2)))
 
 
-def downsample_layers(in_channels: int, out_channels: int,
-                      deploy: bool = False) -> List[nn.Module]:
+def downsample_layers(in_channels: int, out_channels: int) -> List[nn.Module]:
     """The three modules that open stages 2 and 3 of both families."""
-    return [conv_ffn_pair(in_channels, deploy),
-            PatchMerging(in_channels, out_channels, deploy),
-            conv_ffn_pair(out_channels, deploy)]
+    return [conv_ffn_pair(in_channels), PatchMerging(in_channels, out_channels),
+            conv_ffn_pair(out_channels)]
 
 
-def patch_embed_16x(in_channels: int, embed_dim: int, deploy: bool = False) -> nn.Sequential:
+def patch_embed_16x(in_channels: int, embed_dim: int) -> nn.Sequential:
     """The 16x16 patchify stem: four 3x3 stride-2 Conv+BN, widths d/8, d/4, d/2, d."""
     widths = [in_channels, embed_dim // 8, embed_dim // 4, embed_dim // 2, embed_dim]
     layers: List[nn.Module] = []
     for i in range(4):
         if i:
             layers.append(nn.ReLU(inplace=True))
-        layers.append(conv_bn(widths[i], widths[i + 1], 3, 2, 1, deploy=deploy))
+        layers.append(ConvBN(widths[i], widths[i + 1], 3, 2, 1))
     return nn.Sequential(*layers)
 
 

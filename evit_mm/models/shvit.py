@@ -10,13 +10,13 @@ import torch.nn as nn
 
 from ..registry import MODELS
 from .base import HierarchicalViT
-from .layers import FFN, Residual, attend, conv_bn, depthwise_residual, is_channels_last
+from .layers import FFN, ConvBN, Residual, attend, depthwise_residual, is_channels_last
 
 
 class SingleHeadAttention(nn.Module):
     """Global single-head attention on a channel slice (official name: SHSA)."""
 
-    def __init__(self, dim: int, qk_dim: int, partial_dim: int, deploy: bool = False) -> None:
+    def __init__(self, dim: int, qk_dim: int, partial_dim: int) -> None:
         super().__init__()
         if not 0 < partial_dim <= dim:
             raise ValueError(f'partial_dim {partial_dim} must be in 1..dim ({dim}).')
@@ -25,9 +25,9 @@ class SingleHeadAttention(nn.Module):
         self.partial_dim = partial_dim
         self.scale = qk_dim ** -0.5
         self.pre_norm = nn.GroupNorm(1, partial_dim)
-        self.qkv = conv_bn(partial_dim, 2 * qk_dim + partial_dim, deploy=deploy)
+        self.qkv = ConvBN(partial_dim, 2 * qk_dim + partial_dim)
         self.proj = nn.Sequential(nn.ReLU(inplace=True),
-                                  conv_bn(dim, dim, bn_weight_init=0.0, deploy=deploy))
+                                  ConvBN(dim, dim, bn_weight_init=0.0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = x.shape
@@ -43,16 +43,15 @@ class SingleHeadAttention(nn.Module):
 class SHViTBlock(nn.Module):
     """Residual DW conv, residual single-head attention (``'s'``) or none (``'i'``), residual FFN."""
 
-    def __init__(self, dim: int, qk_dim: int, partial_dim: int, block_type: str,
-                 deploy: bool = False) -> None:
+    def __init__(self, dim: int, qk_dim: int, partial_dim: int, block_type: str) -> None:
         super().__init__()
         if block_type not in ('s', 'i'):
             raise ValueError(f"SHViT block type must be 's' (attention) or 'i' (conv only), "
                              f'got {block_type!r}.')
-        self.conv = depthwise_residual(dim, deploy)
-        self.mixer = (Residual(SingleHeadAttention(dim, qk_dim, partial_dim, deploy))
+        self.conv = depthwise_residual(dim)
+        self.mixer = (Residual(SingleHeadAttention(dim, qk_dim, partial_dim))
                       if block_type == 's' else nn.Identity())
-        self.ffn = Residual(FFN(dim, dim * 2, deploy))
+        self.ffn = Residual(FFN(dim, dim * 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ffn(self.mixer(self.conv(x)))
@@ -83,11 +82,12 @@ class SHViT(HierarchicalViT):
 
     arch_prefix = 'shvit_'
     arch_keys = ('embed_dims', 'depths', 'partial_dims', 'qk_dims', 'types')
+    stage_keys = arch_keys
     arch_defaults = dict(_DEFAULTS)
     arch_zoo = _ARCH_ZOO
 
-    def make_block(self, stage: int, deploy: bool) -> nn.Module:
+    def make_block(self, stage: int) -> nn.Module:
         s = self.arch_settings
         return SHViTBlock(s['embed_dims'][stage], s['qk_dims'][stage],
-                          s['partial_dims'][stage], s['types'][stage], deploy)
+                          s['partial_dims'][stage], s['types'][stage])
 
