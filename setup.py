@@ -1,42 +1,53 @@
 """evit_mm: EfficientViT and SHViT backbones for MMDetection 3.x and MMSegmentation 1.x.
 
-The OpenMMLab stack (torch, mmcv with compiled ops) can't be resolved by pip
-alone on a CPU machine: use ``bash tools/install.sh``, which installs it in the
-right order and then this package.
+``pip install evit_mm`` needs only torch, mmengine and mmcv; the extras add the
+frameworks: ``[det]`` (MMDetection), ``[seg]`` (MMSegmentation), ``[pretrain]``
+(MMPretrain), ``[tools]`` (ONNX export, plots), ``[tests]`` and ``[all]``.
+On a CPU machine mmcv 2.1.0 must be built from source against the installed
+torch: ``bash tools/install.sh`` installs the verified stack in the right order.
 """
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+README = HERE / 'README.md'
 
 
 def read_version() -> str:
     scope: dict = {}
-    with open('evit_mm/version.py') as f:
-        exec(f.read(), scope)
+    exec((HERE / 'evit_mm' / 'version.py').read_text(), scope)
     return scope['__version__']
 
+
+DET = ['mmdet>=3.0.0,<3.4.0']
+SEG = ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex']  # mmseg imports ftfy and regex
+PRETRAIN = ['mmpretrain>=1.0.0,<1.3.0']
+TOOLS = ['onnx', 'onnxruntime', 'matplotlib']
+TESTS = ['pytest'] + DET + SEG + TOOLS
 
 setup(
     name='evit_mm',
     version=read_version(),
     description='EfficientViT and SHViT backbones for MMDetection 3.x / MMSegmentation 1.x',
-    long_description=open('README.md').read() if __import__('os').path.exists('README.md') else '',
+    long_description=README.read_text() if README.exists() else '',
     long_description_content_type='text/markdown',
     packages=find_packages(include=['evit_mm', 'evit_mm.*']),
     python_requires='>=3.8',
     install_requires=[
-        'torch>=2.0,<2.14',
-        'mmengine==0.10.7',
-        'mmcv==2.1.0',
-        'mmdet==3.3.0',
-        'mmsegmentation==1.2.2',
-        'mmpretrain==1.2.0',
-        'ftfy',
-        'regex',
+        # torch.serialization.safe_globals (2.5); mmcv 2.1 cannot be built with torch 2.14 (C++20)
+        'torch>=2.5,<2.14',
+        'mmengine>=0.10.0,<1.0.0',
+        'mmcv>=2.0.0,<2.3.0',  # mmdet 3.x and mmseg 1.x themselves need mmcv < 2.2
         'numpy',
     ],
     extras_require={
-        'tests': ['pytest'],
-        'tools': ['onnx', 'onnxruntime', 'matplotlib'],
-        'all': ['pytest', 'onnx', 'onnxruntime', 'matplotlib'],
+        'det': DET,
+        'seg': SEG,
+        'pretrain': PRETRAIN,
+        'tools': TOOLS,
+        'tests': TESTS,
+        'all': sorted(set(DET + SEG + PRETRAIN + TESTS)),
     },
     license='Apache-2.0',
 )

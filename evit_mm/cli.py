@@ -5,12 +5,13 @@ The framework comes from the config (``default_scope``). The scripts in
 work on torch >= 2.6 while downloads still cannot run code.
 """
 import argparse
+import functools
 import json
 import numbers
 import os
 import os.path as osp
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, TypeVar
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
@@ -18,6 +19,23 @@ from mmengine.logging import print_log
 from .checkpoint import CheckpointError
 from .config import FrameworkMissingError, framework_of, init_cpu_distributed, load_config
 from .runtime import DatasetMissingError, apply_demo, check_dataset
+
+USER_ERRORS = (CheckpointError, DatasetMissingError, FrameworkMissingError)
+Main = TypeVar('Main', bound=Callable)
+
+
+def exits_on_user_errors(tool: str) -> Callable[[Main], Main]:
+    """Decorate a tool's ``main``: errors the user can fix (a bad checkpoint, a missing
+    dataset or framework) end it with their one-line message instead of a traceback."""
+    def decorate(main: Main) -> Main:
+        @functools.wraps(main)
+        def run(*args, **kwargs):
+            try:
+                return main(*args, **kwargs)
+            except USER_ERRORS as err:
+                sys.exit(f'[evit_mm {tool}] {err}')
+        return run  # type: ignore[return-value]
+    return decorate
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +55,11 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
                         help='number of generated training images (validation: a quarter)')
 
 
-def _load_config(args: argparse.Namespace, mode: str) -> tuple:
+def _load_config(args: argparse.Namespace) -> tuple:
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
-    try:  # options before the demo settings (a local checkpoint) and after them (they win)
-        cfg = load_config(args.config, args.cfg_options, args.launcher)
-    except FrameworkMissingError as err:
-        sys.exit(f'[evit_mm {mode}] {err}')
+    # options before the demo settings (a local checkpoint) and after them (they win)
+    cfg = load_config(args.config, args.cfg_options, args.launcher)
     framework = framework_of(cfg)
     name = osp.splitext(osp.basename(args.config))[0] + ('_demo' if args.demo else '')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
@@ -54,10 +70,7 @@ def _load_config(args: argparse.Namespace, mode: str) -> tuple:
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
     else:
-        try:
-            check_dataset(cfg, framework)
-        except DatasetMissingError as err:
-            sys.exit(f'[evit_mm {mode}] {err}')
+        check_dataset(cfg, framework)
     return cfg, framework, notes
 
 
@@ -72,6 +85,7 @@ def _build_runner(cfg: Config):
     return runner
 
 
+@exits_on_user_errors('train')
 def train_main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Train a detector or segmentor')
     parser.add_argument('config', help='config file path')
@@ -83,7 +97,7 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
                         help='scale the learning rate by total batch size / base batch size')
     _common_args(parser)
     args = parser.parse_args(argv)
-    cfg, framework, notes = _load_config(args, 'train')
+    cfg, framework, notes = _load_config(args)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -102,10 +116,7 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     runner = _build_runner(cfg)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
-    try:
-        runner.train()
-    except CheckpointError as err:
-        sys.exit(f'[evit_mm train] {err}')
+    runner.train()
     metrics = _last_metrics(runner)
     if runner.rank == 0:
         _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics)
@@ -136,6 +147,7 @@ def _print_demo_summary(metrics: dict, framework: str) -> None:
     print(f'\n[evit_mm] DEMO RESULT (synthetic demo data, not COCO/ADE20K): {shown}\n')
 
 
+@exits_on_user_errors('test')
 def test_main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
     parser.add_argument('config', help='config file path')
@@ -145,7 +157,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--show-dir', help='save drawn predictions to this directory')
     _common_args(parser)
     args = parser.parse_args(argv)
-    cfg, framework, notes = _load_config(args, 'test')
+    cfg, framework, notes = _load_config(args)
     cfg.load_from = args.checkpoint
     if args.show_dir:
         hook = cfg.default_hooks.visualization
@@ -166,10 +178,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
             raise ValueError('--out must name a .pkl or .pickle file for detection results.')
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    try:
-        metrics = runner.test()
-    except CheckpointError as err:
-        sys.exit(f'[evit_mm test] {err}')
+    metrics = runner.test()
     if runner.rank == 0:
         _write_metrics(osp.join(cfg.work_dir, 'test_metrics.json'), args, metrics)
     if args.demo:
@@ -177,6 +186,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     return metrics
 
 
+@exits_on_user_errors('image_demo')
 def image_demo_main(argv: Optional[List[str]] = None) -> str:
     parser = argparse.ArgumentParser(description='Draw the predictions of a model on one image')
     parser.add_argument('config', help='config file (for a --demo model: the one saved in its '
@@ -188,10 +198,7 @@ def image_demo_main(argv: Optional[List[str]] = None) -> str:
     parser.add_argument('--score-thr', type=float, default=0.3, help='detection score threshold')
     parser.add_argument('--opacity', type=float, default=0.5, help='segmentation overlay opacity')
     args = parser.parse_args(argv)
-    try:  # the checkpoint holds every weight: no pretrained backbone init
-        cfg = load_config(args.config, pretrained=False)
-    except FrameworkMissingError as err:
-        sys.exit(f'[evit_mm image_demo] {err}')
+    cfg = load_config(args.config, pretrained=False)  # the checkpoint holds every weight
     framework = framework_of(cfg)
     if framework == 'mmdet':
         import mmcv

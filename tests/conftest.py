@@ -129,3 +129,14 @@ def reference_outputs() -> Callable[[str], Dict[str, np.ndarray]]:
     def load(variant: str) -> Dict[str, np.ndarray]:
         return dict(np.load(DATA / f'{variant}_outputs.npz'))
     return load
+
+
+@pytest.fixture(scope='session')
+def official_neck(meta, seeded_state_dict) -> dict:
+    """The RetinaNet-M4 neck reference: ``cfg``, official ``keys`` (with the detector's
+    ``neck.`` prefix), seeded ``state_dict`` (hash-checked) and the official ``io`` arrays."""
+    record = meta['neck']
+    state = seeded_state_dict(record['keys'], record['seed'])
+    assert state_dict_sha256(state) == record['sha256'], 'the neck weight generator drifted'
+    return dict(cfg=record['cfg'], keys=record['keys'], state_dict=state,
+                io=dict(np.load(DATA / record['io'])))

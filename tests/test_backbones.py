@@ -1,9 +1,11 @@
 """Shapes, arch validation and training-time semantics of both backbones."""
+import re
+
 import pytest
 import torch
-from conftest import VARIANTS, build
 
 from evit_mm import EfficientViT, SHViT
+from evit_mm.models import build_backbone
 
 CHANNELS = {
     'efficientvit_m0': [64, 128, 192], 'efficientvit_m1': [128, 144, 192],
@@ -16,9 +18,8 @@ SIZES = {(224, 224): [(14, 14), (7, 7), (4, 4)], (512, 512): [(32, 32), (16, 16)
          (600, 904): [(38, 57), (19, 29), (10, 15)], (64, 64): [(4, 4), (2, 2), (1, 1)]}
 
 
-@pytest.mark.parametrize('variant', VARIANTS)
 def test_output_shapes_all_sizes(variant):
-    model = build(variant).eval()
+    model = build_backbone(variant).eval()
     assert model.out_channels == CHANNELS[variant]
     with torch.no_grad():
         for (h, w), sizes in SIZES.items():
@@ -48,7 +49,7 @@ def test_arch_aliases_and_custom_dict():
     (SHViT, 'm4', "['s1', 's2', 's3', 's4']"),
 ])
 def test_unknown_arch_lists_choices(cls, arch, choices):
-    with pytest.raises(KeyError, match=f"Unknown {cls.__name__} arch '{arch}'.*" + __import__('re').escape(choices)):
+    with pytest.raises(KeyError, match=f"Unknown {cls.__name__} arch '{arch}'.*" + re.escape(choices)):
         cls(arch)
 
 

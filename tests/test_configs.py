@@ -3,9 +3,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 
-from evit_mm.runtime import adapt_to_device, framework_of, register_framework
+from evit_mm.config import build_model, framework_of, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py') if '_base_' not in p.parts)
@@ -43,11 +42,10 @@ def _segmentation_batch(model):
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_trains_and_predicts(path):
-    cfg = Config.fromfile(str(path))
+    assert 'custom_imports' not in path.read_text()  # inherited from the _base_ file
+    cfg = load_config(path)
     assert cfg.custom_imports == dict(imports=['evit_mm'], allow_failed_imports=False)
     framework = framework_of(cfg)
-    register_framework(framework)
-    adapt_to_device(cfg)
     backbone = cfg.model.backbone
     short = f"{'efficientvit' if backbone.type.endswith('EfficientViT') else 'shvit'}_{backbone.arch}"
     assert backbone.init_cfg == dict(type='Pretrained', checkpoint=short)
@@ -59,9 +57,8 @@ def test_config_builds_trains_and_predicts(path):
         assert cfg.model.data_preprocessor.size == (512, 512)
         cfg.model.data_preprocessor.size = None  # pad to the batch, not to 512x512 crops
         cfg.model.data_preprocessor.size_divisor = 32
-    from mmengine.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    model = build_model(cfg)
     assert cfg.model.neck.in_channels == model.backbone.out_channels
     method = path.stem.split('_evit')[0].split('_shvit')[0]
     num_outs, strides = RECIPE[method]

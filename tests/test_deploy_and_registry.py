@@ -1,10 +1,11 @@
 """switch_to_deploy, the attention-bias cache, and building from the framework registries."""
 import pytest
 import torch
-from conftest import build
 
 from evit_mm import EfficientViT, SHViT
-from evit_mm.checkpoint import load_state_dict_strict
+from evit_mm.checkpoint import CheckpointError, load_state_dict_strict
+from evit_mm.models import build_backbone
+from evit_mm.models.pretrained import load_backbone_state_dict
 
 
 def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
@@ -21,7 +22,7 @@ def _randomise_bn(model: torch.nn.Module, seed: int = 0) -> None:
 @pytest.mark.parametrize('shape', [(1, 3, 224, 224), (2, 3, 200, 296)])
 def test_deploy_matches_unfused(variant, shape):
     torch.manual_seed(0)
-    model = build(variant)
+    model = build_backbone(variant)
     _randomise_bn(model)
     model.eval()
     x = torch.randn(shape)
@@ -54,9 +55,8 @@ def test_deploy_build_loads_fused_weights_and_refuses_training():
 
 def test_fused_checkpoint_into_unfused_model_says_deploy():
     fused = EfficientViT('m0', deploy=True).state_dict()
-    from evit_mm.checkpoint import CheckpointError
     with pytest.raises(CheckpointError, match=r"matches EfficientViT\(arch='m0', deploy=True\)"):
-        load_state_dict_strict(EfficientViT('m0'), fused)
+        load_backbone_state_dict(EfficientViT('m0'), fused)
 
 
 def test_bias_cache_follows_dtype_device_and_weight_changes():

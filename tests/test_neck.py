@@ -1,32 +1,17 @@
 """EfficientViTFPN: official keys and outputs, level layout, and invalid settings."""
-import json
-import re
-
-import numpy as np
 import pytest
 import torch
 
 from evit_mm import EfficientViTFPN
 
-FIXTURES = {'retinanet': ('retinanet_efficientvit_m4_fpn_1x_coco', 3000),
-            'mask_rcnn': ('mask_rcnn_efficientvit_m4_fpn_1x_coco', 3001)}
 
-
-@pytest.mark.parametrize('detector', ['retinanet', 'mask_rcnn'])
-def test_official_keys_shapes_and_outputs(reference, detector):
-    name, seed = FIXTURES[detector]
-    cfg = json.loads((reference / 'neck' / 'summary.json').read_text())[name]['cfg']
-    neck = EfficientViTFPN(**cfg).eval()
-    state = torch.load(reference / 'neck' / f'{name}_neck_seed{seed}.pth',
-                       weights_only=True)['state_dict']
-    state = {k[len('neck.'):]: v for k, v in state.items()}
-    ours = neck.state_dict()
-    assert list(ours) == list(state)
-    assert [v.shape for v in ours.values()] == [v.shape for v in state.values()]
-    documented = re.findall(r'neck\.(\S+)\s+\[', (reference / 'neck_keys.md').read_text())
-    assert set(k.rsplit('.', 1)[0] for k in ours) <= set(k.rsplit('.', 1)[0] for k in documented)
+def test_official_keys_shapes_and_outputs(official_neck):
+    neck = EfficientViTFPN(**official_neck['cfg']).eval()
+    ours = [('neck.' + k, tuple(v.shape)) for k, v in neck.state_dict().items()]
+    assert ours == [(k, tuple(shape)) for k, shape in official_neck['keys']]
+    state = {k[len('neck.'):]: v for k, v in official_neck['state_dict'].items()}
     neck.load_state_dict(state)
-    io = np.load(reference / 'neck' / f'{name}_io.npz')
+    io = official_neck['io']
     with torch.no_grad():
         outs = neck([torch.from_numpy(io[f'in{i}']) for i in range(3)])
     assert len(outs) == 5
@@ -34,6 +19,13 @@ def test_official_keys_shapes_and_outputs(reference, detector):
         expected = torch.from_numpy(io[f'out{i}'])
         assert out.shape == expected.shape
         assert (out - expected).abs().max().item() < 1e-4, i
+
+
+def test_official_mask_rcnn_neck_keys(meta):
+    record = meta['neck_mask_rcnn']
+    ours = [('neck.' + k, list(v.shape))
+            for k, v in EfficientViTFPN(**record['cfg']).state_dict().items()]
+    assert ours == [(k, shape) for k, shape in record['keys']]
 
 
 @pytest.mark.parametrize('kwargs,strides', [

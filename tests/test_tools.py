@@ -8,51 +8,42 @@ import pytest
 import torch
 
 from evit_mm.checkpoint import CheckpointError
-from evit_mm.convert import build_model_from_config, convert_detector
+from evit_mm.config import build_model, load_config
+from evit_mm.convert import convert_detector
 
 REPO = Path(__file__).resolve().parents[1]
-CONVERSIONS = [  # official file name, our config, backbone variant, neck fixture
-    ('retinanet_efficientvit_m4_fpn_1x_coco.pth', 'retinanet_evit_m4', 'efficientvit_m4',
-     'retinanet_efficientvit_m4_fpn_1x_coco_neck_seed3000.pth'),
-    ('mask_rcnn_efficientvit_m4_fpn_1x_coco.pth', 'mask_rcnn_evit_m4', 'efficientvit_m4',
-     'mask_rcnn_efficientvit_m4_fpn_1x_coco_neck_seed3001.pth'),
-    ('retinanet_shvit_s4_1x_coco.pth', 'retinanet_shvit_s4', 'shvit_s4', None),
-    ('maskrcnn_shvit_s4_1x_coco.pth', 'mask_rcnn_shvit_s4', 'shvit_s4', None),
+CONVERSIONS = [  # official file name, our config, backbone variant
+    ('retinanet_efficientvit_m4_fpn_1x_coco.pth', 'retinanet_evit_m4', 'efficientvit_m4'),
+    ('mask_rcnn_efficientvit_m4_fpn_1x_coco.pth', 'mask_rcnn_evit_m4', 'efficientvit_m4'),
+    ('retinanet_shvit_s4_1x_coco.pth', 'retinanet_shvit_s4', 'shvit_s4'),
+    ('maskrcnn_shvit_s4_1x_coco.pth', 'mask_rcnn_shvit_s4', 'shvit_s4'),
 ]
 
 
-def _official_mmdet2_checkpoint(reference, official_keys, config, variant, neck_fixture):
+def _official_mmdet2_checkpoint(official_keys, seeded_state_dict, config, variant):
     """An mmdet 2.x-style detector checkpoint: official backbone keys (downstream 7x7 biases and
-    index buffers), the official neck keys, mmdet head keys, mmcv-1 meta and optimizer state."""
-    model = build_model_from_config(str(config))
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape, dtype in official_keys[variant]['keys']:
-        if key.startswith('head.'):
-            continue
-        if key.endswith('attention_bias_idxs'):
-            state['backbone.' + key] = torch.zeros(49, 49, dtype=torch.int64)
-            continue
-        if key.endswith('attention_biases'):
-            shape = [shape[0], 49]
-        state['backbone.' + key] = (torch.zeros(shape, dtype=torch.int64) if dtype == 'int64'
-                                    else torch.randn(shape, generator=gen))
-    if neck_fixture:
-        state.update(torch.load(reference / 'neck' / neck_fixture, weights_only=True)['state_dict'])
-    for key, value in model.state_dict().items():
-        if not key.startswith(('backbone.', 'neck.') if neck_fixture else 'backbone.'):
-            state[key] = torch.randn(value.shape, generator=gen)
+    index buffers), our neck and head keys (the official neck's keys are checked in test_neck),
+    mmcv-1 meta and optimizer state; seeded values."""
+    model = build_model(load_config(str(config), pretrained=False))
+    window = {'attention_biases': lambda shape: [shape[0], 49],  # downstream: 7x7 everywhere
+              'attention_bias_idxs': lambda shape: [49, 49]}
+    backbone = [('backbone.' + key, window.get(key.rsplit('.', 1)[-1], list)(shape))
+                for key, shape, _ in official_keys[variant] if not key.startswith('head.')]
+    rest = [(key, value.shape) for key, value in model.state_dict().items()
+            if not key.startswith('backbone.')]
+    state = seeded_state_dict(backbone + rest, seed=11)
     meta = dict(mmdet_version='2.28.2', CLASSES=tuple(f'class{i}' for i in range(80)),
                 config='# mmdet 2.x config text', epoch=12, iter=87960)
     return dict(meta=meta, state_dict=state,
                 optimizer=dict(state={}, param_groups=[dict(lr=1e-6, params=[0, 1])])), model
 
 
-@pytest.mark.parametrize('official,config,variant,neck', CONVERSIONS, ids=[c[1] for c in CONVERSIONS])
-def test_convert_official_detector(reference, official_keys, tmp_path, official, config, variant,
-                                   neck):
+@pytest.mark.parametrize('official,config,variant', CONVERSIONS, ids=[c[1] for c in CONVERSIONS])
+def test_convert_official_detector(official_keys, seeded_state_dict, tmp_path, official, config,
+                                   variant):
     config = REPO / 'configs' / 'detection' / f'{config}.py'
-    checkpoint, model = _official_mmdet2_checkpoint(reference, official_keys, config, variant, neck)
+    checkpoint, model = _official_mmdet2_checkpoint(official_keys, seeded_state_dict, config,
+                                                    variant)
     src, dst = tmp_path / official, tmp_path / 'converted.pth'
     torch.save(checkpoint, src)
     result = subprocess.run(
@@ -70,16 +61,16 @@ def test_convert_official_detector(reference, official_keys, tmp_path, official,
         assert torch.equal(value, checkpoint['state_dict'][key]), key
 
 
-def test_converter_rejects_mismatched_detector(reference, official_keys, tmp_path):
+def test_converter_rejects_mismatched_detector(official_keys, seeded_state_dict, tmp_path):
     config = REPO / 'configs' / 'detection' / 'retinanet_evit_m4.py'
-    checkpoint, _ = _official_mmdet2_checkpoint(reference, official_keys, config, 'efficientvit_m4',
-                                                CONVERSIONS[0][3])
+    checkpoint, _ = _official_mmdet2_checkpoint(official_keys, seeded_state_dict, config,
+                                                'efficientvit_m4')
     del checkpoint['state_dict']['bbox_head.retina_cls.weight']
     torch.save(checkpoint, tmp_path / 'broken.pth')
     other = REPO / 'configs' / 'detection' / 'retinanet_evit_m3.py'
     with pytest.raises(CheckpointError, match=r'missing .*bbox_head\.retina_cls\.weight'):
         convert_detector(str(tmp_path / 'broken.pth'), str(config))
-    with pytest.raises(CheckpointError, match=r'(?s)shape mismatches .*retinanet_evit_m3'):
+    with pytest.raises(CheckpointError, match=r'(?s)retinanet_evit_m3.*shape mismatches'):
         convert_detector(str(tmp_path / 'broken.pth'), str(other))
 
 
@@ -146,7 +137,8 @@ def test_config_outside_repo_with_custom_imports(tmp_path, framework):
                                     'configs/segmentation/fpn_evit_m0_ade20k.py'])
 def test_demo_settings(tmp_path, config):
     from mmengine.config import Config
-    from evit_mm.runtime import apply_demo, framework_of, iter_datasets
+    from evit_mm.config import framework_of
+    from evit_mm.runtime import apply_demo, iter_datasets
     cfg = Config.fromfile(str(REPO / config))
     framework = framework_of(cfg)
     notes = apply_demo(cfg, framework, root=str(tmp_path), num_images=4)

@@ -11,6 +11,7 @@ from typing import List, Optional
 
 import torch
 
+from ..cli import exits_on_user_errors
 from .complexity import backbone_flops, complexity
 from .inference import build_inference_model, pseudo_batch
 from .records import benchmark_filename, default_work_dir, write_record
@@ -64,6 +65,7 @@ def summary_line(record: dict) -> str:
             f"{record['ms_p75']:.1f}){peak}")
 
 
+@exits_on_user_errors('benchmark')
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Inference speed of a model or its backbone')
     parser.add_argument('config')

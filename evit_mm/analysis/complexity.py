@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
+from ..cli import exits_on_user_errors
 from .inference import RawNetwork, build_inference_model
 from .records import complexity_filename, config_name, default_work_dir, write_record
 
@@ -52,6 +53,7 @@ def backbone_flops(backbone: nn.Module, height: int, width: int) -> int:
     return int(_flops_by_module(backbone, height, width)[''])
 
 
+@exits_on_user_errors('get_flops')
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Parameters and FLOPs (multiply-adds) per part')
     parser.add_argument('config')

@@ -12,6 +12,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
+from ..cli import exits_on_user_errors
 from .inference import RawNetwork, build_inference_model
 from .records import default_work_dir
 from .timing import summarize, time_calls
@@ -75,6 +76,7 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
     return record
 
 
+@exits_on_user_errors('export_onnx')
 def main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Export to ONNX (deploy structure) and check it')
     parser.add_argument('config')

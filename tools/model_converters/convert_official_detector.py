@@ -12,9 +12,11 @@ import argparse
 
 import torch
 
+from evit_mm.cli import exits_on_user_errors
 from evit_mm.convert import convert_detector
 
 
+@exits_on_user_errors('convert')
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
