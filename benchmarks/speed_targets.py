@@ -1,9 +1,21 @@
-"""Speed targets of the fast path (issue 4), measured in one process, interleaved.
+"""Speed targets of the fast (deploy) path, each measured against a stated baseline, interleaved.
 
     python benchmarks/speed_targets.py [--threads 2] [--rounds 7]
 
-CPU, batch 1, medians of interleaved runs. Prints every figure and whether each
-target is met; writes benchmarks/results/speed_targets.json.
+CPU, batch 1, 800x1344 input, float32, medians of interleaved runs in one process.
+The targets and what each is measured against:
+
+* EfficientViT-M4 deploy backbone vs the same backbone unfused in eval mode: >= 1.25x;
+* EfficientViT-M4 deploy backbone vs mmdet's ResNet-50 backbone (eval, NCHW): >= 15x;
+* EfficientViT-M4 deploy backbone, achieved GFLOP/s vs this machine's dense float32
+  matmul peak measured in the same run: >= 60%;
+* SHViT-S4 deploy backbone vs mmdet's ResNet-50 backbone: >= 7x;
+* RetinaNet M4 vs mmdet's RetinaNet R-50 FPN, both whole models fused, ``test_step`` on a
+  1333x800 image: >= 1.4x.
+
+Also printed, not targets: the backbone ratios against a ResNet-50 run channels-last.
+Prints every figure and whether each target is met; writes
+benchmarks/results/speed_targets.json.
 """
 import argparse
 import json

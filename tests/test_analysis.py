@@ -128,10 +128,11 @@ def test_onnx_whole_segmentor(tmp_path):
     assert record['outputs'] == 1 and record['max_abs_diff'] <= 1e-4
 
 
-def _fake_work_dir(root: Path, name: str, metrics=None, fps=None, flops=None, demo=False):
+def _fake_work_dir(root: Path, name: str, metrics=None, fps=None, flops=None, demo=False,
+                   stem=None):
     work = root / name
     work.mkdir()
-    stem = name.removesuffix('_demo')  # a --demo run's work dir
+    stem = stem or name.removesuffix('_demo')  # a --demo run's work dir
     config = f'configs/{"segmentation" if name.startswith("fpn") else "detection"}/{stem}.py'
     if metrics is not None:
         (work / 'test_metrics.json').write_text(json.dumps(
@@ -163,11 +164,11 @@ def test_model_zoo_report(tmp_path, capsys):
     assert '| Mask R-CNN | 1x | – | – | 0.50 (CPU x2, 800x1344, fused) | – | – |' in mask
     assert 'box AP 39.0, mask AP 35.9' in mask
     seg = lines['EfficientViT-M0']
-    assert '| Semantic FPN | 40k |' in seg and '41.2 (demo data)' in seg
+    assert '| Semantic FPN | 40k | – | – | 9.00 (CPU x2, 800x1344, fused) | – | – |' in seg
     assert (tmp_path / 'zoo.md').read_text().strip() == table
     png = (tmp_path / 'zoo.png').read_bytes()
     assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 1000
-    assert 'plot with 2 points' in capsys.readouterr().out
+    assert 'plot with 1 points' in capsys.readouterr().out
     text = readme.read_text()
     assert 'old table' not in text and table in text and text.endswith('outro\n')
 
@@ -177,11 +178,14 @@ def test_model_zoo_row_without_anything(tmp_path):
     assert row['backbone'] == 'EfficientViT-M1' and 'fps' not in row and 'box_ap' not in row
 
 
-def test_model_zoo_merges_demo_metrics_with_speed(tmp_path):
+def test_model_zoo_keeps_demo_metrics_out_of_accuracy_columns(tmp_path):
     _fake_work_dir(tmp_path, 'retinanet_evit_m4', None, fps=2.0, flops=1e9)
     _fake_work_dir(tmp_path, 'retinanet_evit_m4_demo', {'coco/bbox_mAP': 0.5}, demo=True)
+    _fake_work_dir(tmp_path, 'retinanet_evit_m4_coco', {'coco/bbox_mAP': 0.331},
+                   stem='retinanet_evit_m4')
     table = model_zoo_main([str(tmp_path / 'retinanet*'), '--out', str(tmp_path / 'z.md'),
                             '--plot', str(tmp_path / 'z.png')])
     rows = table.splitlines()[2:]
     assert len(rows) == 1
-    assert '| 2.00 (CPU x2, 800x1344, fused) | 50.0 (demo data) | – |' in rows[0]
+    assert '| 2.00 (CPU x2, 800x1344, fused) | 33.1 | – |' in rows[0]
+    assert '50.0' not in table

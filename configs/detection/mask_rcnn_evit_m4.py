@@ -2,7 +2,6 @@
 # Recipe: official EfficientViT / SHViT detection configs.
 # Reported: Official EfficientViT repo (mmdet 2.x): 31.0 mask AP on COCO val2017.
 _base_ = './_base_/mask_rcnn_evit_fpn.py'
-custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,6 @@
 # Recipe: official EfficientViT / SHViT detection configs.
 # Reported: No official result for this combination.
 _base_ = './_base_/retinanet_evit_fpn.py'
-custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,6 @@
 # Recipe: official EfficientViT / SHViT detection configs.
 # Reported: Official SHViT repo (mmdet 2.x): 38.8 box AP on COCO val2017.
 _base_ = './_base_/retinanet_evit_fpn.py'
-custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

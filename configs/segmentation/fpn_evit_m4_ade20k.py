@@ -2,7 +2,6 @@
 # Recipe: Semantic FPN as reported by PVT / PoolFormer / EfficientFormer.
 # Reported: No official result for this combination.
 _base_ = './_base_/fpn_evit_ade20k.py'
-custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
 model = dict(
     backbone=dict(

@@ -4,7 +4,9 @@ Reads, in each work dir, ``test_metrics.json`` (``tools/test.py``) or else
 ``val_metrics.json`` (``tools/train.py``), ``complexity_*.json``
 (``tools/analysis/get_flops.py``) and ``benchmark_model*.json``
 (``tools/analysis/benchmark.py``). Nothing is filled in from elsewhere: a value that
-was not measured is "–". Paper results appear only in their own, labelled column.
+was not measured is "–". The accuracy columns hold only results on the real benchmark
+(COCO / ADE20K); metrics of ``--demo`` runs (generated data) are left out of them.
+Paper results appear only in their own, labelled column.
 """
 import argparse
 import glob
@@ -57,9 +59,8 @@ def collect(work_dir: str) -> dict:
                    r.get('config')), None)
     row['config'] = config or osp.basename(osp.normpath(work_dir))
     row.update(_describe_config(osp.splitext(osp.basename(row['config']))[0]))
-    if metrics:
+    if metrics and not metrics.get('demo'):
         values = metrics.get('metrics', {})
-        row['demo'] = bool(metrics.get('demo'))
         for key, name in (('coco/bbox_mAP', 'box_ap'), ('coco/segm_mAP', 'mask_ap')):
             if key in values:
                 row[name] = 100.0 * values[key]
@@ -81,7 +82,7 @@ def collect(work_dir: str) -> dict:
 
 
 def merge_rows(rows: List[dict]) -> List[dict]:
-    """One row per config: e.g. a ``<name>_demo`` work dir's metrics with ``<name>``'s speed."""
+    """One row per config, from all of its work dirs (e.g. a test run's and a benchmark's)."""
     merged: Dict[str, dict] = {}
     for row in rows:
         key = osp.splitext(osp.basename(str(row['config'])))[0]
@@ -105,18 +106,14 @@ def markdown_table(rows: List[dict]) -> str:
              '| box AP | mask AP or mIoU | Config | Paper (reported) |',
              '|---|---|---|---|---|---|---|---|---|---|']
     for row in rows:
-        demo = ' (demo data)' if row.get('demo') else ''
         second = row.get('mask_ap') if row.get('method') != 'Semantic FPN' else row.get('miou')
         fps = (f"{row['fps']:.2f} ({row['fps_note']})" if row.get('fps') is not None
                else MISSING)
-        box = _fmt(row.get('box_ap'), '{:.1f}')
-        second_text = _fmt(second, '{:.1f}')
         lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | [config]({}) | {} |'.format(
             row['backbone'], row['method'], row['schedule'],
             _fmt(row.get('params') and row['params'] / 1e6, '{:.1f}'),
             _fmt(row.get('flops') and row['flops'] / 1e9, '{:.1f}'), fps,
-            box + (demo if box != MISSING else ''),
-            second_text + (demo if second_text != MISSING else ''),
+            _fmt(row.get('box_ap'), '{:.1f}'), _fmt(second, '{:.1f}'),
             row['config'], PAPER_RESULTS.get(
                 osp.splitext(osp.basename(row['config']))[0], MISSING)))
     return '\n'.join(lines)
@@ -136,11 +133,9 @@ def scatter_plot(rows: List[dict], out_file: str) -> int:
         for fps, acc, row in chosen:
             ax.annotate(row['backbone'], (fps, acc), fontsize=7, xytext=(3, 3),
                         textcoords='offset points')
-    demo = any(r.get('demo') for _, _, r in points)
     ax.set_xlabel('FPS (measured with tools/analysis/benchmark.py)')
-    ax.set_ylabel('box AP / mIoU' + (' (demo data)' if demo else ''))
-    ax.set_title('Speed vs accuracy' + (' - accuracy on generated demo data' if demo else '')
-                 + ('' if points else ' - no row has both values'))
+    ax.set_ylabel('box AP / mIoU (COCO / ADE20K)')
+    ax.set_title('Speed vs accuracy' + ('' if points else ' - no row has both values'))
     if points:
         ax.legend()
     ax.grid(alpha=0.3)

@@ -126,7 +126,7 @@ class HierarchicalViT(BaseModule):
                 else:
                     x = block(x)
             if i in self.out_indices:
-                outs.append(x.contiguous() if memory_format is torch.channels_last else x)
+                outs.append(x.contiguous())  # NCHW maps whatever the internal layout
         return tuple(outs)
 
     # ---- training behaviour -------------------------------------------------

@@ -132,17 +132,13 @@ class LocalWindowAttention(nn.Module):
         if pad_b or pad_r:
             x = F.pad(x, (0, pad_r, 0, pad_b))
         n_h, n_w = (height + pad_b) // win, (width + pad_r) // win
-        if is_channels_last(x):  # windows stay channels-last: [B', win, win, C] in memory
-            windows = x.permute(0, 2, 3, 1).reshape(batch, n_h, win, n_w, win, channels)
-            windows = windows.transpose(2, 3).reshape(-1, win, win, channels)
-            windows = self.attn(windows.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-            x = windows.reshape(batch, n_h, n_w, win, win, channels).transpose(2, 3)
-            x = x.reshape(batch, n_h * win, n_w * win, channels).permute(0, 3, 1, 2)
-        else:
-            windows = x.view(batch, channels, n_h, win, n_w, win).permute(0, 2, 4, 1, 3, 5)
-            windows = self.attn(windows.reshape(batch * n_h * n_w, channels, win, win))
-            x = windows.view(batch, n_h, n_w, channels, win, win).permute(0, 3, 1, 4, 2, 5)
-            x = x.reshape(batch, channels, n_h * win, n_w * win)
+        # One partition for both memory formats: windows are [B', win, win, C] in memory, so
+        # channels-last maps are never transposed (NCHW maps pay the one copy they need anyway).
+        windows = x.permute(0, 2, 3, 1).reshape(batch, n_h, win, n_w, win, channels)
+        windows = windows.transpose(2, 3).reshape(-1, win, win, channels)
+        windows = self.attn(windows.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        x = windows.reshape(batch, n_h, n_w, win, win, channels).transpose(2, 3)
+        x = x.reshape(batch, n_h * win, n_w * win, channels).permute(0, 3, 1, 2)
         if pad_b or pad_r:
             x = x[:, :, :height, :width]
         return x

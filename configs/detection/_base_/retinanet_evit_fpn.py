@@ -1,7 +1,12 @@
 # RetinaNet with an EfficientViT / SHViT backbone and the official EfficientViTFPN neck (strides 8-128).
-# Recipe of the official EfficientViT / SHViT detection code: AdamW lr 1e-4, wd 0.05 (none on attention
-# biases), 12 epochs with steps at 8 and 11, 500-iteration linear warm-up, 1333x800, 8 GPUs x 2 images.
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+# Recipe of the official EfficientViT / SHViT detection code (schedules/adamw_1x.py), 1333x800.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    'mmdet::_base_/datasets/coco_detection.py',
+    './schedules/adamw_1x.py',
+    'mmdet::_base_/default_runtime.py',
+    'mmdet::retinanet/retinanet_tta.py',
+]
 custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
 model = dict(
@@ -23,15 +28,3 @@ model = dict(
         num_extra_trans_convs=1,
         add_extra_convs='on_input'))
 
-train_dataloader = dict(batch_size=2, num_workers=2)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={'attention_biases': dict(decay_mult=0.0)}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1)
-]
-train_cfg = dict(max_epochs=12)
-auto_scale_lr = dict(enable=False, base_batch_size=16)

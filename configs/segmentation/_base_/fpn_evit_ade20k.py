@@ -1,9 +1,9 @@
 # Semantic FPN on ADE20K with an EfficientViT / SHViT backbone and the EfficientViTFPN neck (strides 4-32
 # to the head). The recipe PVT / PoolFormer / EfficientFormer report with: 512x512 crops, 40k iterations,
-# AdamW lr 2e-4, wd 1e-4, poly schedule, 8 GPUs x 4 images.
+# AdamW, poly schedule (schedules/adamw_poly_40k.py), 8 GPUs x 4 images.
 _base_ = [
     'mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/datasets/ade20k.py',
-    'mmseg::_base_/default_runtime.py', 'mmseg::_base_/schedules/schedule_40k.py'
+    'mmseg::_base_/default_runtime.py', './schedules/adamw_poly_40k.py'
 ]
 custom_imports = dict(imports=['evit_mm'], allow_failed_imports=False)
 
@@ -34,12 +34,3 @@ model = dict(
         num_classes=150))
 
 train_dataloader = dict(batch_size=4, num_workers=2)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
-    paramwise_cfg=dict(custom_keys={'attention_biases': dict(decay_mult=0.0)}))
-param_scheduler = [
-    dict(type='PolyLR', power=0.9, eta_min=0.0, begin=0, end=40000, by_epoch=False)
-]
-auto_scale_lr = dict(enable=False, base_batch_size=32)
