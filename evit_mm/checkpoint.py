@@ -127,7 +127,8 @@ def extract_state_dict(checkpoint: dict, prefix: Optional[str] = None) -> StateD
         state_dict = picked
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(f'Checkpoint entries {bad[:5]} are not tensors; is this a weights file?')
+        raise CheckpointError(f'Checkpoint entries {bad[:5]} are not tensors; is this a weights '
+                              'file?')
     return state_dict
 
 

@@ -1,4 +1,4 @@
-"""``tools/train.py`` and ``tools/test.py``: the mmdet / mmseg command lines for evit_mm configs.
+"""``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``: mmdet / mmseg command lines.
 
 The framework comes from the config (``default_scope``). The scripts in
 ``tools/`` import :mod:`evit_mm.compat` first, so ``--resume`` and ``load_from``
@@ -63,14 +63,14 @@ def _load_config(args: argparse.Namespace) -> tuple:
     framework = framework_of(cfg)
     name = osp.splitext(osp.basename(args.config))[0] + ('_demo' if args.demo else '')
     cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', name)
-    notes = []
     if args.demo:
-        notes += apply_demo(cfg, framework, iterations=args.demo_iters,
-                            num_images=args.demo_images)
+        notes = apply_demo(cfg, framework, iterations=args.demo_iters,
+                           num_images=args.demo_images)
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
     else:
         check_dataset(cfg, framework)
+        notes = []
     return cfg, framework, notes
 
 

@@ -92,14 +92,14 @@ def adapt_to_device(cfg: Config) -> List[str]:
     return notes
 
 
-def load_config(config: Union[str, os.PathLike, Config], cfg_options: Optional[dict] = None,
+def load_config(config: Union[str, os.PathLike], cfg_options: Optional[dict] = None,
                 launcher: str = 'none', pretrained: bool = True) -> Config:
     """Read ``config``, merge ``cfg_options``, register its framework, adapt it to the device.
 
     ``pretrained=False`` drops the backbone's pretrained ``init_cfg`` (random weights:
     for speed and FLOP measurements, or before loading a full checkpoint).
     """
-    cfg = config.copy() if isinstance(config, Config) else _read(str(config))
+    cfg = _read(str(config))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     register_framework(framework_of(cfg))

@@ -26,7 +26,7 @@ def test_output_shapes_all_sizes(variant):
             outs = model(torch.randn(1, 3, h, w))
             assert [tuple(o.shape) for o in outs] == [
                 (1, c, *s) for c, s in zip(CHANNELS[variant], sizes)], (h, w)
-            assert all(torch.isfinite(o).all() for o in outs)
+            assert all(torch.isfinite(o).all() and o.is_contiguous() for o in outs)
 
 
 def test_out_indices_subset_and_batch():
