@@ -10,6 +10,7 @@ import json
 import numbers
 import os
 import os.path as osp
+import re
 import sys
 from typing import Callable, List, Optional, TypeVar
 
@@ -18,9 +19,11 @@ from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError
 from .config import FrameworkMissingError, framework_of, init_cpu_distributed, load_config
-from .runtime import DatasetMissingError, apply_demo, check_dataset
+from .data_checks import DataError, add_box_filter
+from .runtime import DatasetMissingError, apply_demo, check_dataset, iter_datasets
 
-USER_ERRORS = (CheckpointError, DatasetMissingError, FrameworkMissingError)
+USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, FrameworkMissingError)
+DEMO_SEED = 0
 Main = TypeVar('Main', bound=Callable)
 
 
@@ -34,6 +37,12 @@ def exits_on_user_errors(tool: str) -> Callable[[Main], Main]:
                 return main(*args, **kwargs)
             except USER_ERRORS as err:
                 sys.exit(f'[evit_mm {tool}] {err}')
+            except AssertionError as err:  # mmcv's LoadImageFromFile, also from a worker
+                image = re.search(r'failed to load image: (\S+)', str(err))
+                if image is None:
+                    raise
+                sys.exit(f'[evit_mm {tool}] Unreadable or corrupt image: {image.group(1)}. '
+                         'Replace or remove it (and its annotations).')
         return run  # type: ignore[return-value]
     return decorate
 
@@ -69,7 +78,7 @@ def _load_config(args: argparse.Namespace) -> tuple:
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
     else:
-        check_dataset(cfg, framework)
+        check_dataset(cfg)
         notes = []
     return cfg, framework, notes
 
@@ -95,6 +104,11 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--amp', action='store_true', help='mixed-precision training')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate by total batch size / base batch size')
+    parser.add_argument('--seed', type=int, default=None,
+                        help=f'random seed (--demo runs default to {DEMO_SEED})')
+    parser.add_argument('--strict-boxes', action='store_true',
+                        help='stop on degenerate boxes (zero size, outside the image) instead '
+                             'of listing and dropping them')
     _common_args(parser)
     args = parser.parse_args(argv)
     cfg, framework, notes = _load_config(args)
@@ -103,8 +117,13 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.auto_scale_lr:
         cfg.auto_scale_lr = dict(cfg.get('auto_scale_lr') or {}, enable=True)
+    if args.seed is not None or (args.demo and (cfg.get('randomness') or {}).get('seed') is None):
+        cfg.randomness = dict(cfg.get('randomness') or {},
+                              seed=DEMO_SEED if args.seed is None else args.seed)
     seed = (cfg.get('randomness') or {}).get('seed')
-    if seed is not None:
+    if seed is None:
+        notes.append('Unseeded run (pass --seed N to make it repeatable).')
+    else:
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='evit_mm.ReproducibleResumeHook', seed=seed)]
         notes.append(f'Seed {seed}: random streams follow the schedule position, so a resumed '
@@ -113,6 +132,7 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         cfg.resume, cfg.load_from = True, None
     elif args.resume:
         cfg.resume, cfg.load_from = True, args.resume
+    notes += _guard_training(cfg, framework, args.strict_boxes)
     runner = _build_runner(cfg)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
@@ -123,6 +143,30 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     if args.demo:
         _print_demo_summary(metrics, framework)
     return metrics
+
+
+def _has_pretrained_backbone(cfg: Config) -> bool:
+    init_cfg = cfg.model.backbone.get('init_cfg') or {}
+    return bool(init_cfg.get('checkpoint') or cfg.get('load_from') or cfg.get('resume'))
+
+
+def _guard_training(cfg: Config, framework: str, strict_boxes: bool) -> List[str]:
+    """Data checks and guards for a training run; returns notes to log."""
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='evit_mm.DatasetCheckHook', framework=framework, strict_boxes=strict_boxes),
+        dict(type='evit_mm.NonFiniteLossHook')]
+    notes = []
+    if framework == 'mmdet' and not strict_boxes:
+        for loader, dataset in iter_datasets(cfg):
+            if loader == 'train_dataloader' and add_box_filter(dataset):
+                notes.append('Boxes with no area inside the image are dropped from training '
+                             '(FilterAnnotations after the resize; --strict-boxes stops instead).')
+    backbone = cfg.model.backbone
+    if backbone.get('norm_eval') and not _has_pretrained_backbone(cfg):
+        backbone['norm_eval'] = False
+        notes.append('No pretrained backbone weights: norm_eval switched off, so BatchNorm '
+                     'statistics are learned (frozen initial statistics would never change).')
+    return notes
 
 
 def _write_metrics(path: str, args: argparse.Namespace, metrics: dict) -> None:

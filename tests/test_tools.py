@@ -144,7 +144,7 @@ def test_demo_settings(tmp_path, config):
     notes = apply_demo(cfg, framework, root=str(tmp_path), num_images=4)
     assert any('DEMO MODE' in n and 'not on COCO / ADE20K' in n for n in notes)
     assert any('trained from scratch' in n for n in notes)
-    assert cfg.model.backbone.init_cfg is None and cfg.model.backbone.norm_eval is False
+    assert cfg.model.backbone.init_cfg is None
     for _, dataset in iter_datasets(cfg):
         assert dataset.data_root.startswith(str(tmp_path))
     if framework == 'mmdet':

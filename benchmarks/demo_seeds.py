@@ -1,0 +1,78 @@
+"""Run each ``--demo`` with several seeds and print the table the README quotes.
+
+    python benchmarks/demo_seeds.py [--seeds 0 1 2] [--only retinanet] [--work-root work_dirs/demo_seeds]
+
+Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir; a run whose
+``val_metrics.json`` exists is not repeated. Prints, per demo, every seed's metrics and wall time,
+the mean and range, and whether every seed reached the floor; writes
+benchmarks/results/demo_seeds.json.
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(HERE)
+DEMOS = [  # config, metrics, floor every seed must reach
+    ('configs/detection/retinanet_evit_m4.py', ['coco/bbox_mAP'], 0.40),
+    ('configs/detection/retinanet_shvit_s4.py', ['coco/bbox_mAP'], 0.40),
+    ('configs/detection/mask_rcnn_evit_m4.py', ['coco/bbox_mAP', 'coco/segm_mAP'], 0.50),
+    ('configs/segmentation/fpn_evit_m4_ade20k.py', ['mIoU'], 70.0),
+]
+
+
+def run(config: str, seed: int, work_root: str) -> dict:
+    name = osp.splitext(osp.basename(config))[0]
+    work_dir = osp.join(work_root, f'{name}_seed{seed}')
+    record_file = osp.join(work_dir, 'demo_seed_run.json')
+    if osp.exists(record_file):
+        with open(record_file) as f:
+            return json.load(f)
+    start = time.time()
+    subprocess.run([sys.executable, osp.join(REPO, 'tools/train.py'), osp.join(REPO, config),
+                    '--demo', '--seed', str(seed), '--work-dir', work_dir], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(osp.join(work_dir, 'val_metrics.json')) as f:
+        metrics = json.load(f)['metrics']
+    record = dict(config=config, seed=seed, minutes=(time.time() - start) / 60, metrics=metrics)
+    with open(record_file, 'w') as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--only', help='substring filter on config names')
+    parser.add_argument('--work-root', default=osp.join('work_dirs', 'demo_seeds'))
+    args = parser.parse_args()
+    summary = []
+    for config, metrics, floor in DEMOS:
+        if args.only and args.only not in config:
+            continue
+        runs = [run(config, seed, args.work_root) for seed in args.seeds]
+        for record in runs:
+            shown = ', '.join(f'{m}={record["metrics"][m]:.3f}' for m in metrics)
+            print(f'{config} seed {record["seed"]}: {shown} ({record["minutes"]:.1f} min)')
+        row = dict(config=config, seeds=args.seeds, floor=floor,
+                   minutes=[r['minutes'] for r in runs])
+        for metric in metrics:
+            values = [r['metrics'][metric] for r in runs]
+            row[metric] = dict(mean=statistics.mean(values), min=min(values), max=max(values),
+                               values=values)
+        row['every_seed_reaches_floor'] = all(
+            r['metrics'][m] >= floor for r in runs for m in metrics)
+        summary.append(row)
+        print('  ' + '; '.join(f'{m}: mean {row[m]["mean"]:.3f}, range {row[m]["min"]:.3f}-'
+                               f'{row[m]["max"]:.3f}' for m in metrics)
+              + f'; floor {floor}: {"MET" if row["every_seed_reaches_floor"] else "MISSED"}')
+    with open(osp.join(HERE, 'results', 'demo_seeds.json'), 'w') as f:
+        json.dump(summary, f, indent=2)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,267 @@
+"""Users' own datasets: the configs/*/custom/ templates train on COCO-, VOC- and folder-format data,
+and dataset mistakes stop the run before training with a message naming the file and the fix."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
+from evit_mm.engine import NonFiniteLossHook
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = {
+    'coco': REPO / 'configs/detection/custom/retinanet_evit_m4_coco_format.py',
+    'coco_mask': REPO / 'configs/detection/custom/mask_rcnn_evit_m4_coco_format.py',
+    'voc': REPO / 'configs/detection/custom/retinanet_evit_m4_voc_format.py',
+    'folders': REPO / 'configs/segmentation/custom/fpn_evit_m4_folders.py',
+}
+DET_CLASSES = ('person', 'car', 'dog', 'bottle')  # what the generated COCO data holds
+SEG_CLASSES = ('other', 'wall', 'floor', 'person', 'car', 'tree', 'lamp')
+ADE_INDEX = {'wall': 1, 'floor': 4, 'person': 13, 'car': 21, 'tree': 5, 'lamp': 37}
+# small and short, on top of what a user sets in the template
+QUICK = {
+    'det': "train_cfg = dict(max_epochs=1)\n"
+           "train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False)\n"
+           "val_dataloader = dict(num_workers=0, persistent_workers=False)\n",
+    'seg': "train_cfg = dict(type='IterBasedTrainLoop', max_iters=4, val_interval=4)\n"
+           "train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False)\n"
+           "val_dataloader = dict(num_workers=0, persistent_workers=False)\n",
+}
+NO_DOWNLOAD = ['model.backbone.init_cfg=None']
+
+
+def user_config(tmp: Path, template: str, data_root: Path, classes, image_size,
+                quick: bool = True) -> Path:
+    """What a user does: copy a template and set data_root, classes and image_size."""
+    path = TEMPLATES[template]
+    text = path.read_text()
+    text = re.sub(r"_base_ = '\.\./(.*)'", lambda m: f"_base_ = '{path.parent.parent / m[1]}'",
+                  text)
+    text = re.sub(r'(?m)^data_root = .*$', f"data_root = '{data_root}/'", text)
+    text = re.sub(r'(?m)^classes = .*$', f'classes = {tuple(classes)!r}', text)
+    text = re.sub(r'(?m)^image_size = \(.*?\)', f'image_size = {tuple(image_size)!r}', text)
+    if quick:
+        text += QUICK['seg' if template == 'folders' else 'det']
+    config = tmp / f'my_{template}.py'
+    config.write_text(text)
+    return config
+
+
+def train(config: Path, *options: str, cwd: Path, extra=()) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(REPO / 'tools/train.py'), str(config), '--work-dir',
+         str(cwd / 'work'), *extra, '--cfg-options', *NO_DOWNLOAD, *options],
+        cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def last_line(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+# ---- datasets in the three formats, made from the generated demo data ----------------------------
+def coco_dataset(root: Path, num_train: int = 8) -> Path:
+    demo = make_coco_demo(str(root / 'generated'), num_train, 4)
+    (root / 'annotations').mkdir(parents=True)
+    for split in ('train', 'val'):
+        shutil.copytree(demo / f'{split}2017', root / split)
+        shutil.copy(demo / 'annotations' / f'instances_{split}2017.json',
+                    root / 'annotations' / f'{split}.json')
+    return root
+
+
+def voc_dataset(root: Path, degenerate: bool = False) -> Path:
+    coco = coco_dataset(root / 'coco')
+    names = {c['id']: c['name'] for c in json.loads(
+        (coco / 'annotations/train.json').read_text())['categories']}
+    for sub in ('Annotations', 'JPEGImages', 'ImageSets/Main'):
+        (root / sub).mkdir(parents=True)
+    for split in ('train', 'val'):
+        data = json.loads((coco / 'annotations' / f'{split}.json').read_text())
+        ids = []
+        for image in data['images']:
+            stem = f"{split}_{Path(image['file_name']).stem}"
+            ids.append(stem)
+            shutil.copy(coco / split / image['file_name'], root / 'JPEGImages' / f'{stem}.jpg')
+            node = ET.Element('annotation')
+            size = ET.SubElement(node, 'size')
+            for key in ('width', 'height'):
+                ET.SubElement(size, key).text = str(image[key])
+            ET.SubElement(size, 'depth').text = '3'
+            boxes = [a['bbox'] for a in data['annotations'] if a['image_id'] == image['id']]
+            labels = [names[a['category_id']] for a in data['annotations']
+                      if a['image_id'] == image['id']]
+            if degenerate and split == 'train' and len(ids) == 1:
+                boxes.append([20, 30, 0, 0])  # x1 == x2, y1 == y2, as in real VOC-format data
+                labels.append(labels[0])
+            for (x, y, w, h), label in zip(boxes, labels):
+                obj = ET.SubElement(node, 'object')
+                ET.SubElement(obj, 'name').text = label
+                ET.SubElement(obj, 'difficult').text = '0'
+                box = ET.SubElement(obj, 'bndbox')
+                for key, value in zip(('xmin', 'ymin', 'xmax', 'ymax'), (x, y, x + w, y + h)):
+                    ET.SubElement(box, key).text = str(int(round(value)))
+            ET.ElementTree(node).write(root / 'Annotations' / f'{stem}.xml')
+        (root / 'ImageSets/Main' / f'{split}.txt').write_text('\n'.join(ids) + '\n')
+    return root
+
+
+def folder_dataset(root: Path) -> Path:
+    ade = make_ade20k_demo(str(root / 'generated'), 8, 4)
+    lut = np.zeros(256, np.uint8)
+    for index, name in enumerate(SEG_CLASSES[1:], start=1):
+        lut[ADE_INDEX[name]] = index
+    for split, ade_split in (('train', 'training'), ('val', 'validation')):
+        (root / 'images' / split).mkdir(parents=True)
+        (root / 'labels' / split).mkdir(parents=True)
+        for image in sorted((ade / 'images' / ade_split).glob('*.jpg')):
+            shutil.copy(image, root / 'images' / split / image.name)
+            label = cv2.imread(str(ade / 'annotations' / ade_split / f'{image.stem}.png'),
+                               cv2.IMREAD_UNCHANGED)
+            cv2.imwrite(str(root / 'labels' / split / f'{image.stem}.png'), lut[label])
+    return root
+
+
+# ---- the templates train and evaluate --------------------------------------------------------------
+@pytest.mark.parametrize('template,make,classes,size,metric', [
+    ('coco', coco_dataset, DET_CLASSES, (160, 160), 'coco/bbox_mAP'),
+    ('coco_mask', coco_dataset, DET_CLASSES, (160, 160), 'coco/segm_mAP'),
+    ('voc', voc_dataset, DET_CLASSES, (160, 160), 'pascal_voc/mAP'),
+    ('folders', folder_dataset, SEG_CLASSES, (128, 128), 'mIoU'),
+])
+def test_template_trains_and_evaluates(tmp_path, template, make, classes, size, metric):
+    data = make(tmp_path / 'data')
+    config = user_config(tmp_path, template, data, classes, size)
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    record = json.loads((tmp_path / 'work' / 'val_metrics.json').read_text())
+    assert record['demo'] is False and metric in record['metrics']
+    assert 0.0 <= record['metrics'][metric] <= (100.0 if metric == 'mIoU' else 1.0)
+    log = result.stdout + result.stderr
+    assert 'norm_eval switched off' in log  # no pretrained backbone in this test
+
+
+# ---- mistakes caught before training ----------------------------------------------------------------
+def test_num_classes_mismatch(tmp_path):
+    config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), DET_CLASSES,
+                         (160, 160))
+    result = train(config, 'model.bbox_head.num_classes=80', cwd=tmp_path)
+    assert result.returncode == 1
+    assert ("The dataset has 4 classes (train_dataloader.dataset.metainfo.classes = ('person', "
+            "'car', 'dog', 'bottle')) but the model predicts another number: "
+            "model.bbox_head.num_classes=80. Set them to 4") in last_line(result)
+
+
+def test_missing_annotation_file_and_missing_images(tmp_path):
+    data = coco_dataset(tmp_path / 'data')
+    config = user_config(tmp_path, 'coco', data, DET_CLASSES, (160, 160))
+    (data / 'annotations/train.json').rename(data / 'annotations/other.json')
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f'Dataset not found: {data}/annotations/train.json' in last_line(result)
+    assert 'cocodataset.org' not in last_line(result)  # not the COCO download hint
+    (data / 'annotations/other.json').rename(data / 'annotations/train.json')
+    for image in (data / 'train').glob('*.jpg'):
+        image.unlink()
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert f'train_dataloader: image file not found: {data}/train/' in last_line(result)
+
+
+def test_every_image_filtered_out(tmp_path):
+    config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), ('Person', 'Car'),
+                         (160, 160))
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 1
+    message = last_line(result)
+    assert 'train_dataloader: CocoDataset(' in message and 'has no samples left' in message
+    assert 'metainfo.classes spells the class names exactly' in message
+
+
+def test_segmentation_label_out_of_range(tmp_path):
+    data = folder_dataset(tmp_path / 'data')
+    label = next((data / 'labels/train').glob('*.png'))
+    array = cv2.imread(str(label), cv2.IMREAD_UNCHANGED)
+    array[:4, :4] = 9
+    cv2.imwrite(str(label), array)
+    config = user_config(tmp_path, 'folders', data, SEG_CLASSES, (128, 128))
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert (f'label map {label} holds values [9], outside the 7 classes (0..6) and not the '
+            'ignore index 255') in last_line(result)
+
+
+def test_empty_image_folder(tmp_path):
+    data = folder_dataset(tmp_path / 'data')
+    shutil.rmtree(data / 'images/train')
+    (data / 'images/train').mkdir()
+    config = user_config(tmp_path, 'folders', data, SEG_CLASSES, (128, 128))
+    result = train(config, cwd=tmp_path)
+    assert result.returncode == 1
+    assert 'train_dataloader: BaseSegDataset(' in last_line(result)
+    assert 'has no samples left' in last_line(result)
+
+
+def test_degenerate_boxes_listed_and_dropped_or_refused(tmp_path):
+    data = voc_dataset(tmp_path / 'data', degenerate=True)
+    config = user_config(tmp_path, 'voc', data, DET_CLASSES, (160, 160))
+    strict = train(config, cwd=tmp_path, extra=['--strict-boxes'])
+    assert strict.returncode == 1
+    assert 'train_dataloader: 1 degenerate boxes in 1 images of VOCDataset(' in strict.stderr
+    assert f'{data}/JPEGImages/train_000000.jpg: [20.0, 30.0, 20.0, 30.0] (zero or negative ' \
+           'width/height)' in strict.stderr
+    dropped = train(config, cwd=tmp_path)
+    assert dropped.returncode == 0, dropped.stderr[-3000:]
+    log = dropped.stdout + dropped.stderr
+    assert "they are dropped before training (FilterAnnotations)" in log
+    losses = [json.loads(line) for line in
+              next((tmp_path / 'work').glob('*/vis_data/scalars.json')).read_text().splitlines()]
+    assert all(np.isfinite(r['loss_bbox']) for r in losses if 'loss_bbox' in r)
+
+
+def test_corrupt_image_is_named(tmp_path):
+    data = coco_dataset(tmp_path / 'data')
+    broken = sorted((data / 'train').glob('*.jpg'))[3]
+    broken.write_bytes(b'not a jpeg')
+    config = user_config(tmp_path, 'coco', data, DET_CLASSES, (160, 160), quick=False)
+    config.write_text(config.read_text() + "train_cfg = dict(max_epochs=1)\n")
+    result = train(config, 'train_dataloader.batch_size=4', cwd=tmp_path)  # 2 workers
+    assert result.returncode == 1
+    assert last_line(result).endswith(f'Unreadable or corrupt image: {broken}. Replace or '
+                                      'remove it (and its annotations).')
+
+
+def test_non_finite_loss_stops_and_is_never_saved():
+    class Sample:
+        metainfo = dict(img_path='/data/a.jpg')
+
+    class Runner:
+        iter, epoch = 41, 3
+
+    hook = NonFiniteLossHook()
+    hook.after_train_iter(Runner, 0, {}, {'loss': torch.tensor(1.0)})
+    with pytest.raises(ValueError, match=r"Non-finite loss at iteration 42 \(epoch 4\): "
+                                         r"\{'loss_bbox': inf\}. Images of the batch: /data/a.jpg"):
+        hook.after_train_iter(Runner, 0, dict(data_samples=[Sample()]),
+                              {'loss_cls': torch.tensor(0.5), 'loss_bbox': torch.tensor(np.inf)})
+    hook.before_save_checkpoint(Runner, dict(state_dict={'w': torch.ones(2)}))
+    with pytest.raises(ValueError, match='Refusing to save a checkpoint with non-finite weights'):
+        hook.before_save_checkpoint(Runner, dict(state_dict={'w': torch.tensor([1.0, np.nan])}))
+
+
+def test_diverging_run_stops_with_iteration_and_images(tmp_path):
+    config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), DET_CLASSES,
+                         (160, 160))
+    result = train(config, 'optim_wrapper.optimizer.lr=1e12', cwd=tmp_path)
+    assert result.returncode == 1
+    message = last_line(result)
+    assert re.search(r'Non-finite loss at iteration \d+ \(epoch 1\): .*Images of the batch: '
+                     rf'{tmp_path}/data/train/\d+\.jpg', message), message
+    assert not list((tmp_path / 'work').glob('*.pth'))
