@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError
 from .config import FrameworkMissingError, framework_of, init_cpu_distributed, load_config
-from .data_checks import DataError, add_box_filter
+from .data_checks import DataError, add_box_filter, find_empty_dataset
 from .runtime import DatasetMissingError, apply_demo, check_dataset, iter_datasets
 
 USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, FrameworkMissingError)
@@ -38,10 +38,11 @@ def exits_on_user_errors(tool: str) -> Callable[[Main], Main]:
             except USER_ERRORS as err:
                 sys.exit(f'[evit_mm {tool}] {err}')
             except AssertionError as err:  # mmcv's LoadImageFromFile, also from a worker
-                image = re.search(r'failed to load image: (\S+)', str(err))
-                if image is None:
+                # the last match: a worker's traceback also quotes the assert's source line
+                images = re.findall(r'failed to load image: (\S+)', str(err))
+                if not images:
                     raise
-                sys.exit(f'[evit_mm {tool}] Unreadable or corrupt image: {image.group(1)}. '
+                sys.exit(f'[evit_mm {tool}] Unreadable or corrupt image: {images[-1]}. '
                          'Replace or remove it (and its annotations).')
         return run  # type: ignore[return-value]
     return decorate
@@ -136,7 +137,12 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     runner = _build_runner(cfg)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
-    runner.train()
+    try:
+        runner.train()
+    except ValueError as err:  # mmengine cannot serialise an empty dataset
+        if 'need at least one array to concatenate' in str(err):
+            find_empty_dataset(cfg)
+        raise
     metrics = _last_metrics(runner)
     if runner.rank == 0:
         _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics)

@@ -13,6 +13,9 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 from mmengine.logging import print_log
+from mmengine.registry import DATASETS
+
+from .runtime import iter_datasets
 
 MAX_LISTED = 10
 SEG_LABEL_SAMPLES = 20
@@ -181,3 +184,10 @@ def add_box_filter(dataset_cfg: dict) -> bool:
     position = (resize[0] if resize else types.index('LoadAnnotations')) + 1
     pipeline.insert(position, dict(BOX_FILTER))
     return True
+
+
+def find_empty_dataset(cfg) -> None:
+    """Build each dataset of ``cfg`` unserialised and raise the empty-dataset :class:`DataError`
+    for the first one with no samples (mmengine itself fails on them with a bare ValueError)."""
+    for loader, dataset_cfg in iter_datasets(cfg):
+        check_not_empty(DATASETS.build(dict(dataset_cfg, serialize_data=False)), loader)
