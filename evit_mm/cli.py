@@ -152,8 +152,10 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
 
 
 def _has_pretrained_backbone(cfg: Config) -> bool:
+    """Pretrained backbone weights from ``init_cfg`` or ``load_from`` (a resumed run decides as
+    the run it resumes did, which had no ``load_from`` of its own)."""
     init_cfg = cfg.model.backbone.get('init_cfg') or {}
-    return bool(init_cfg.get('checkpoint') or cfg.get('load_from') or cfg.get('resume'))
+    return bool(init_cfg.get('checkpoint') or (cfg.get('load_from') and not cfg.get('resume')))
 
 
 def _guard_training(cfg: Config, framework: str, strict_boxes: bool) -> List[str]:
