@@ -4,7 +4,7 @@
 
 Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir; a run whose
 ``val_metrics.json`` exists is not repeated. Prints, per demo, every seed's metrics and wall time,
-the mean and range, and whether every seed reached the floor; writes
+the mean and range, and whether every seed reached the floor; writes (merges into)
 benchmarks/results/demo_seeds.json.
 """
 import argparse
@@ -70,8 +70,14 @@ def main() -> None:
         print('  ' + '; '.join(f'{m}: mean {row[m]["mean"]:.3f}, range {row[m]["min"]:.3f}-'
                                f'{row[m]["max"]:.3f}' for m in metrics)
               + f'; floor {floor}: {"MET" if row["every_seed_reaches_floor"] else "MISSED"}')
-    with open(osp.join(HERE, 'results', 'demo_seeds.json'), 'w') as f:
-        json.dump(summary, f, indent=2)
+    out = osp.join(HERE, 'results', 'demo_seeds.json')
+    previous = []
+    if osp.exists(out):  # keep the rows of demos not run this time (--only)
+        with open(out) as f:
+            previous = [r for r in json.load(f) if r['config'] not in {s['config'] for s in summary}]
+    order = [config for config, _, _ in DEMOS]
+    with open(out, 'w') as f:
+        json.dump(sorted(previous + summary, key=lambda r: order.index(r['config'])), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -120,4 +120,5 @@ def test_two_process_gloo_training(tmp_path):
     log = result.stdout + result.stderr
     assert 'distributed over CPU processes with gloo' in log
     assert 'distributed run: world size 2, rank 0' in log
+    assert '[evit_mm] Seed 0: random streams follow the schedule position' in log  # demo default
     assert (tmp_path / 'wd' / 'epoch_1.pth').exists()
