@@ -29,7 +29,8 @@ Main = TypeVar('Main', bound=Callable)
 
 def exits_on_user_errors(tool: str) -> Callable[[Main], Main]:
     """Decorate a tool's ``main``: errors the user can fix (a bad checkpoint, a missing
-    dataset or framework) end it with their one-line message instead of a traceback."""
+    dataset or framework, a dataset mistake, an unreadable image) end it with their
+    one-line message instead of a traceback."""
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def run(*args, **kwargs):

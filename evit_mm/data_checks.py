@@ -110,11 +110,11 @@ def degenerate_boxes(dataset) -> List[Tuple[str, List[float], str]]:
     return found
 
 
-def report_degenerate_boxes(dataset, loader: str, strict: bool) -> int:
+def report_degenerate_boxes(dataset, loader: str, strict: bool) -> None:
     """List degenerate boxes; raise if ``strict``, else say that they are dropped."""
     found = degenerate_boxes(dataset)
     if not found:
-        return 0
+        return
     listing = '\n'.join(f'  {path}: {box} ({problem})' for path, box, problem in
                         found[:MAX_LISTED])
     more = f'\n  ... and {len(found) - MAX_LISTED} more' if len(found) > MAX_LISTED else ''
@@ -126,7 +126,6 @@ def report_degenerate_boxes(dataset, loader: str, strict: bool) -> int:
     print_log(f'[evit_mm] {head}; they are dropped before training (FilterAnnotations), '
               f'--strict-boxes stops instead:\n{listing}{more}', logger='current',
               level=30)
-    return len(found)
 
 
 def check_segmentation_labels(dataset, num_classes: int, loader: str,
