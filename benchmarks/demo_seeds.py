@@ -2,8 +2,9 @@
 
     python benchmarks/demo_seeds.py [--seeds 0 1 2] [--only retinanet] [--work-root work_dirs/demo_seeds]
 
-Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir; a run whose
-``val_metrics.json`` exists is not repeated. Prints, per demo, every seed's metrics and wall time,
+Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir. A (config, seed)
+pair already recorded in benchmarks/results/demo_seeds.json or in its work dir is not repeated
+unless ``--rerun`` is given. Prints, per demo, every seed's metrics and wall time,
 the mean and range, and whether every seed reached the floor; writes (merges into)
 benchmarks/results/demo_seeds.json.
 """
@@ -23,6 +24,22 @@ DEMOS = [  # config, metrics, floor every seed must reach
     ('configs/detection/mask_rcnn_evit_m4.py', ['coco/bbox_mAP', 'coco/segm_mAP'], 0.50),
     ('configs/segmentation/fpn_evit_m4_ade20k.py', ['mIoU'], 70.0),
 ]
+
+
+OUT = osp.join(HERE, 'results', 'demo_seeds.json')
+
+
+def recorded_runs() -> dict:
+    """(config, seed) -> run record, rebuilt from the rows of the results file."""
+    if not osp.exists(OUT):
+        return {}
+    with open(OUT) as f:
+        rows = json.load(f)
+    metrics = {config: names for config, names, _ in DEMOS}
+    return {(row['config'], seed): dict(
+        config=row['config'], seed=seed, minutes=row['minutes'][i],
+        metrics={m: row[m]['values'][i] for m in metrics[row['config']]})
+        for row in rows for i, seed in enumerate(row['seeds'])}
 
 
 def run(config: str, seed: int, work_root: str) -> dict:
@@ -49,12 +66,15 @@ def main() -> None:
     parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
     parser.add_argument('--only', help='substring filter on config names')
     parser.add_argument('--work-root', default=osp.join('work_dirs', 'demo_seeds'))
+    parser.add_argument('--rerun', action='store_true', help='ignore runs already recorded')
     args = parser.parse_args()
+    known = {} if args.rerun else recorded_runs()
     summary = []
     for config, metrics, floor in DEMOS:
         if args.only and args.only not in config:
             continue
-        runs = [run(config, seed, args.work_root) for seed in args.seeds]
+        runs = [known.get((config, seed)) or run(config, seed, args.work_root)
+                for seed in args.seeds]
         for record in runs:
             shown = ', '.join(f'{m}={record["metrics"][m]:.3f}' for m in metrics)
             print(f'{config} seed {record["seed"]}: {shown} ({record["minutes"]:.1f} min)')
@@ -70,7 +90,7 @@ def main() -> None:
         print('  ' + '; '.join(f'{m}: mean {row[m]["mean"]:.3f}, range {row[m]["min"]:.3f}-'
                                f'{row[m]["max"]:.3f}' for m in metrics)
               + f'; floor {floor}: {"MET" if row["every_seed_reaches_floor"] else "MISSED"}')
-    out = osp.join(HERE, 'results', 'demo_seeds.json')
+    out = OUT
     previous = []
     if osp.exists(out):  # keep the rows of demos not run this time (--only)
         with open(out) as f:
