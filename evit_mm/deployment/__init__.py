@@ -1,0 +1,1 @@
+"""End-to-end deployment: mmdeploy export, ONNX Runtime / OpenVINO runners, parity checks."""

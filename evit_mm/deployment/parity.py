@@ -1,0 +1,126 @@
+"""Does a deployed model give PyTorch's detections, masks or label maps?
+
+Thresholds (the tool's defaults): every one of PyTorch's top-k detections with a
+score above ``score_thr`` has a backend detection of the same label with box IoU
+>= 0.99 and a score within 1e-3; the matched masks have IoU >= 0.98; label maps
+agree on >= 99.9 % of their pixels.
+"""
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import torch
+
+
+@dataclass
+class Tolerances:
+    score_thr: float = 0.3
+    top_k: int = 100
+    box_iou: float = 0.99
+    score_diff: float = 1e-3
+    mask_iou: float = 0.98
+    pixel_agreement: float = 0.999
+
+
+@dataclass
+class ParityReport:
+    """What was compared and every difference beyond the tolerances."""
+    compared: int = 0
+    failures: List[str] = field(default_factory=list)
+    worst: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return dict(ok=self.ok, compared=self.compared, worst=self.worst,
+                    failures=self.failures)
+
+
+class ParityError(RuntimeError):
+    """The backend's results differ from PyTorch's beyond the tolerances."""
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise IoU of xyxy boxes: ``(len(a), len(b))``."""
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[:, 2:] - a[:, :2]).clamp(min=0).prod(-1)
+    area_b = (b[:, 2:] - b[:, :2]).clamp(min=0).prod(-1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-9)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.bool(), b.bool()
+    union = (a | b).sum().item()
+    return 1.0 if union == 0 else (a & b).sum().item() / union
+
+
+def _worse(report: ParityReport, key: str, value: float, lower_is_worse: bool) -> None:
+    old = report.worst.get(key)
+    if old is None or (value < old if lower_is_worse else value > old):
+        report.worst[key] = value
+
+
+def compare_instances(reference, candidate, tol: Optional[Tolerances] = None) -> ParityReport:
+    """Match PyTorch's confident detections (``reference``, an mmdet ``InstanceData``)
+    to the backend's (``candidate``); masks too when both have them."""
+    tol = tol or Tolerances()
+    report = ParityReport()
+    keep = (reference.scores > tol.score_thr).nonzero().flatten()[:tol.top_k]
+    with_masks = 'masks' in reference and 'masks' in candidate
+    for i in keep.tolist():
+        label, score, box = reference.labels[i], reference.scores[i], reference.bboxes[i]
+        same_label = (candidate.labels == label).nonzero().flatten()
+        report.compared += 1
+        where = (f'detection {i} (label {int(label)}, score {float(score):.4f}, box '
+                 f'{[round(v, 1) for v in box.tolist()]})')
+        if len(same_label) == 0:
+            report.failures.append(f'{where}: the backend has no detection of this label')
+            continue
+        ious = box_iou(box[None], candidate.bboxes[same_label])[0]
+        # among the boxes that overlap as required, the closest score
+        close = same_label[ious >= tol.box_iou]
+        best_iou = float(ious.max())
+        _worse(report, 'box_iou', best_iou, lower_is_worse=True)
+        if len(close) == 0:
+            report.failures.append(f'{where}: best IoU with a backend box of this label is '
+                                   f'{best_iou:.4f} < {tol.box_iou}')
+            continue
+        diffs = (candidate.scores[close] - score).abs()
+        j = close[diffs.argmin()]
+        diff = float(diffs.min())
+        _worse(report, 'score_diff', diff, lower_is_worse=False)
+        if diff > tol.score_diff:
+            report.failures.append(f'{where}: score differs by {diff:.2e} > {tol.score_diff}')
+        if with_masks:
+            iou = mask_iou(reference.masks[i], candidate.masks[j])
+            _worse(report, 'mask_iou', iou, lower_is_worse=True)
+            if iou < tol.mask_iou:
+                report.failures.append(f'{where}: mask IoU {iou:.4f} < {tol.mask_iou}')
+    return report
+
+
+def compare_label_maps(reference: torch.Tensor, candidate: torch.Tensor,
+                       tol: Optional[Tolerances] = None) -> ParityReport:
+    """Fraction of equal pixels between two label maps of the same shape."""
+    tol = tol or Tolerances()
+    report = ParityReport(compared=reference.numel())
+    if reference.shape != candidate.shape:
+        report.failures.append(f'label map shapes differ: PyTorch {tuple(reference.shape)}, '
+                               f'backend {tuple(candidate.shape)}')
+        return report
+    agreement = (reference == candidate).float().mean().item()
+    report.worst['pixel_agreement'] = agreement
+    if agreement < tol.pixel_agreement:
+        report.failures.append(f'only {100 * agreement:.3f}% of the pixels have the same label '
+                               f'(< {100 * tol.pixel_agreement:.1f}%)')
+    return report
+
+
+def compare_results(reference, candidate, tol: Optional[Tolerances] = None) -> ParityReport:
+    """Compare one mmdet or mmseg data sample from PyTorch with the backend's."""
+    if 'pred_sem_seg' in reference:
+        return compare_label_maps(reference.pred_sem_seg.data, candidate.pred_sem_seg.data, tol)
+    return compare_instances(reference.pred_instances, candidate.pred_instances, tol)
