@@ -24,7 +24,11 @@ DET = ['mmdet>=3.0.0,<3.4.0']
 SEG = ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex']  # mmseg imports ftfy and regex
 PRETRAIN = ['mmpretrain>=1.0.0,<1.3.0']
 TOOLS = ['onnx', 'onnxruntime', 'matplotlib']
-TESTS = ['pytest'] + DET + SEG + TOOLS
+# mmdeploy 1.3.1 (the last release) pins protobuf <= 3.20.2, hence onnx < 1.18 (onnx 1.18
+# needs protobuf 4); OpenVINO compiles the end-to-end ONNX (see evit_mm/deployment).
+DEPLOY = ['mmdeploy==1.3.1', 'onnx>=1.13.0,<1.18.0', 'protobuf<=3.20.2', 'onnxruntime>=1.16.0',
+          'openvino>=2024.0.0']
+TESTS = ['pytest'] + DET + SEG + TOOLS + DEPLOY
 
 setup(
     name='evit_mm',
@@ -46,6 +50,7 @@ setup(
         'seg': SEG,
         'pretrain': PRETRAIN,
         'tools': TOOLS,
+        'deploy': DEPLOY,
         'tests': TESTS,
         'all': sorted(set(DET + SEG + PRETRAIN + TESTS)),
     },

@@ -18,11 +18,11 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError
-from .config import FrameworkMissingError, framework_of, init_cpu_distributed, load_config
+from .config import MissingExtraError, framework_of, init_cpu_distributed, load_config
 from .data_checks import DataError, add_box_filter, find_empty_dataset
 from .runtime import DatasetMissingError, apply_demo, check_dataset, iter_datasets
 
-USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, FrameworkMissingError)
+USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, MissingExtraError)
 DEMO_SEED = 0
 Main = TypeVar('Main', bound=Callable)
 

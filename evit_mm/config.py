@@ -21,7 +21,11 @@ FRAMEWORKS = {'mmdet': 'det', 'mmseg': 'seg'}  # framework: evit_mm extra that i
 PACKAGES = {'mmdet': 'mmdet', 'mmsegmentation': 'mmseg'}  # pip distribution: module
 
 
-class FrameworkMissingError(ImportError):
+class MissingExtraError(ImportError):
+    """A package the task needs is not installed; the message names the extra to install."""
+
+
+class FrameworkMissingError(MissingExtraError):
     """The config needs mmdet or mmseg, which is not installed; the message names the extra."""
 
     def __init__(self, framework: str) -> None:

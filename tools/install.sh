@@ -63,6 +63,12 @@ has "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" || {
   "${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0"
 }
 
+# 4b. the deployment stack (mmdeploy 1.3.1 pins protobuf <= 3.20.2, so onnx 1.17), verified together.
+has "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1" || {
+  say "installing mmdeploy, onnx, onnxruntime, openvino"
+  "${PIP[@]}" "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1"
+}
+
 # 5. this package (editable, with all extras), from this checkout; always refreshed, so its
 #    metadata follows setup.py (a few seconds when everything it needs is present).
 say "installing evit_mm (editable) from $ROOT"
@@ -82,7 +88,9 @@ check("torch", lambda: importlib.import_module("torch"), "pip install torch==2.1
 check("mmcv.ops (compiled ops)", lambda: importlib.import_module("mmcv.ops"),
       "pip uninstall -y mmcv mmcv-lite && MMCV_WITH_OPS=1 pip install --no-build-isolation mmcv==2.1.0")
 for mod, pkg in [("mmdet", "mmdet==3.3.0"), ("mmseg", "mmsegmentation==1.2.2"),
-                 ("mmpretrain", "mmpretrain==1.2.0"), ("evit_mm", "pip install -e .")]:
+                 ("mmpretrain", "mmpretrain==1.2.0"), ("mmdeploy", "mmdeploy==1.3.1"),
+                 ("onnxruntime", "onnxruntime==1.26.0"), ("openvino", "openvino==2026.4.1"),
+                 ("evit_mm", "pip install -e .")]:
     check(mod, lambda m=mod: importlib.import_module(m), f"pip install {pkg}")
 if problems:
     print("[evit_mm install] FAILED:\n" + "\n".join(problems), file=sys.stderr)

@@ -18,13 +18,13 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from ..config import FrameworkMissingError
+from ..config import MissingExtraError
 
-DEPLOY_EXTRA = "pip install 'evit_mm[deploy]'  (or: bash tools/install.sh --deploy)"
+DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 BACKENDS = ('onnxruntime', 'openvino')
 
 
-class DeployStackMissingError(FrameworkMissingError):
+class DeployStackMissingError(MissingExtraError):
     """mmdeploy or a backend runtime is not installed."""
 
 
