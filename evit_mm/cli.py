@@ -20,6 +20,7 @@ from mmengine.logging import print_log
 from .checkpoint import CheckpointError
 from .config import MissingExtraError, framework_of, init_cpu_distributed, load_config
 from .data_checks import DataError, add_box_filter, find_empty_dataset
+from .engine import TestSpeedHook
 from .runtime import DatasetMissingError, apply_demo, check_dataset, iter_datasets
 
 USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, MissingExtraError)
@@ -178,11 +179,15 @@ def _guard_training(cfg: Config, framework: str, strict_boxes: bool) -> List[str
     return notes
 
 
-def _write_metrics(path: str, args: argparse.Namespace, metrics: dict) -> None:
-    """Record the numeric metrics with their config, for ``tools/analysis/model_zoo.py``."""
+def _write_metrics(path: str, args: argparse.Namespace, metrics: dict,
+                   speed: Optional[dict] = None) -> None:
+    """Record the numeric metrics (and the test's speed) with their config, for
+    ``tools/analysis/model_zoo.py``."""
     record = dict(config=args.config, checkpoint=getattr(args, 'checkpoint', None),
                   demo=args.demo, metrics={k: float(v) for k, v in metrics.items()
                                            if isinstance(v, numbers.Real)})
+    if speed is not None:
+        record['speed'] = speed
     with open(path, 'w') as f:
         json.dump(record, f, indent=2)
 
@@ -200,6 +205,19 @@ def _print_demo_summary(metrics: dict, framework: str) -> None:
     print(f'\n[evit_mm] DEMO RESULT (synthetic demo data, not COCO/ADE20K): {shown}\n')
 
 
+def test_summary_line(metrics: dict, framework: str, speed: dict) -> str:
+    """The final metrics and the speed they were measured at, on one line."""
+    keys = (['coco/bbox_mAP', 'coco/segm_mAP'] if framework == 'mmdet' else ['mIoU', 'aAcc'])
+    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in keys if k in metrics)
+    fps = f"{speed['fps']:.2f} FPS" if speed.get('fps') else 'FPS – (too few images to time)'
+    ranks = f"; rank 0 of {speed['world_size']}" if speed['world_size'] > 1 else ''
+    return (f"[evit_mm test] {shown or 'no metrics'} | {fps} ({speed['device']}, "
+            f"{speed['threads']} threads, batch {speed['batch_size']}, "
+            f"{'fused' if speed['fused'] else 'not fused'}; {speed['images_timed']} images "
+            f"timed after {speed['warmup_iters']} warm-up iterations; model test_step only, "
+            f"no data loading or evaluation{ranks})")
+
+
 @exits_on_user_errors('test')
 def test_main(argv: Optional[List[str]] = None) -> dict:
     parser = argparse.ArgumentParser(description='Test (and evaluate) a detector or segmentor')
@@ -208,6 +226,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--out', help='mmdet: dump raw results to this .pkl file; mmseg: save '
                                       'predicted label maps to this directory')
     parser.add_argument('--show-dir', help='save drawn predictions to this directory')
+    parser.add_argument('--fuse', action='store_true',
+                        help='fuse the model (switch_to_deploy, Conv+BN folding) before testing')
     _common_args(parser)
     args = parser.parse_args(argv)
     cfg, framework, notes = _load_config(args)
@@ -224,6 +244,8 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     runner = _build_runner(cfg)
+    speed_hook = TestSpeedHook(fuse=args.fuse)
+    runner.register_hook(speed_hook)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
     if args.out and framework == 'mmdet':
@@ -233,7 +255,9 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
     metrics = runner.test()
     if runner.rank == 0:
-        _write_metrics(osp.join(cfg.work_dir, 'test_metrics.json'), args, metrics)
+        _write_metrics(osp.join(cfg.work_dir, 'test_metrics.json'), args, metrics,
+                       speed_hook.speed)
+        print(test_summary_line(metrics, framework, speed_hook.speed))
     if args.demo:
         _print_demo_summary(metrics, framework)
     return metrics

@@ -1,7 +1,8 @@
 """Runner components used by the evit_mm tools: data checks, a non-finite-loss guard,
-a reseeding hook and a CPU DDP wrapper."""
+a reseeding hook, test-time speed and a CPU DDP wrapper."""
 import math
 import random
+import time
 import zlib
 from typing import List, Optional
 
@@ -10,6 +11,7 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import MMDistributedDataParallel
 
+from .analysis.inference import fuse_model
 from .data_checks import DataError, check_training_data
 from .registry import HOOKS, MODEL_WRAPPERS
 
@@ -103,3 +105,52 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
     def __init__(self, module, device_ids=None, **kwargs) -> None:
         super().__init__(module=module, device_ids=None, **kwargs)
+
+
+@HOOKS.register_module()
+class TestSpeedHook(Hook):
+    """Time the model's ``test_step`` (preprocessing, forward, post-processing) over the
+    test set; data loading, evaluation and the first ``warmup`` iterations are excluded.
+
+    Short test sets warm up for at most half their iterations. With ``fuse=True`` the
+    loaded model is fused first (backbone ``switch_to_deploy`` and Conv+BN folding).
+    The result is in :attr:`speed` after the test.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self, warmup: int = 5, fuse: bool = False) -> None:
+        self.warmup = warmup
+        self.fuse = fuse
+        self.speed: dict = {}
+        self._seconds = 0.0
+        self._images = 0
+        self._calls = 0
+
+    def before_test(self, runner) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        if self.fuse:
+            fuse_model(model)
+        self._seconds, self._images, self._calls = 0.0, 0, 0
+        warmup = min(self.warmup, len(runner.test_dataloader) // 2)
+        test_step = runner.model.test_step
+
+        def timed_test_step(data):
+            start = time.perf_counter()
+            outputs = test_step(data)
+            if self._calls >= warmup:
+                self._seconds += time.perf_counter() - start
+                self._images += len(outputs)
+            self._calls += 1
+            return outputs
+        runner.model.test_step = timed_test_step  # an instance attribute, removed after
+
+    def after_test(self, runner) -> None:
+        del runner.model.test_step
+        loader = runner.test_dataloader
+        warmup = min(self.warmup, len(runner.test_dataloader) // 2, self._calls)
+        self.speed = dict(fps=self._images / self._seconds if self._seconds else None,
+                          images_timed=self._images, warmup_iters=warmup,
+                          batch_size=loader.batch_size, fused=self.fuse,
+                          device=str(next(runner.model.parameters()).device),
+                          threads=torch.get_num_threads(), world_size=runner.world_size)

@@ -97,11 +97,16 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
     saved_config = work / Path(config).name
     out_arg = str(tmp_path / ('results.pkl' if case != 'fpn' else 'preds'))
     out = _run('test.py', str(saved_config), str(final), '--work-dir', str(tmp_path / 'test'),
-               '--out', out_arg, '--show-dir', str(tmp_path / 'shown'),
+               '--out', out_arg, '--show-dir', str(tmp_path / 'shown'), '--fuse',
                *(['--cfg-options', *test_options] if test_options else []), cwd=tmp_path)
     record = json.loads((tmp_path / 'test' / 'test_metrics.json').read_text())
     for metric in metrics:
         assert 0.0 <= record['metrics'][metric] <= (1.0 if 'coco' in metric else 100.0)
+    speed = record['speed']  # FPS on the same line as the metric, and in the record
+    assert speed['fps'] > 0 and speed['images_timed'] >= 1 and speed['fused'] is True
+    assert speed['device'] == 'cpu' and speed['batch_size'] == 1 and speed['threads'] >= 1
+    line = next(line for line in out.splitlines() if line.startswith('[evit_mm test]'))
+    assert metrics[0] in line and f"{speed['fps']:.2f} FPS (cpu" in line and 'fused' in line
     assert Path(out_arg).exists()
     assert len(list((tmp_path / 'shown').rglob('*.jpg')) + list((tmp_path / 'shown').rglob('*.png'))) > 0
     image = next((tmp_path / 'data').rglob('*.jpg'))

@@ -14,8 +14,12 @@ def default_work_dir(config: str) -> str:
     return osp.join('work_dirs', config_name(config))
 
 
-def benchmark_filename(part: str, fused: bool, shape: Sequence[int]) -> str:
-    return 'benchmark_{}{}_{}x{}.json'.format(part, '_fused' if fused else '', *shape)
+def benchmark_filename(part: str, fused: bool, shape: Sequence[int], backend: str = 'pytorch',
+                       batch_size: int = 1) -> str:
+    """``benchmark_<part>[_fused][_<backend>]_<H>x<W>[_b<N>].json`` (PyTorch, batch 1: no tag)."""
+    return 'benchmark_{}{}{}_{}x{}{}.json'.format(
+        part, '_fused' if fused else '', '' if backend == 'pytorch' else f'_{backend}', *shape,
+        '' if batch_size == 1 else f'_b{batch_size}')
 
 
 def complexity_filename(shape: Sequence[int]) -> str:

@@ -41,13 +41,14 @@ def time_calls(fn: Callable[[], object], iters: int, warmup: int, device: str = 
     return times
 
 
-def summarize(times: Sequence[float]) -> Dict[str, float]:
-    """Median, quartiles, min and max in milliseconds, and the FPS of the median."""
-    ms = sorted(t * 1000 for t in times)
+def summarize(times: Sequence[float], batch: int = 1) -> Dict[str, float]:
+    """Per image: median, quartiles, min and max in milliseconds, and the FPS (images per
+    second) of the median, for calls that each process ``batch`` images."""
+    ms = sorted(t * 1000 / batch for t in times)
     quartiles = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
     median = statistics.median(ms)
     return dict(fps=1000.0 / median, ms_per_img=median, ms_p25=quartiles[0], ms_p75=quartiles[2],
-                ms_min=ms[0], ms_max=ms[-1], iters=len(ms),
+                ms_min=ms[0], ms_max=ms[-1], iters=len(ms), batch_size=batch,
                 spread_pct=100.0 * (quartiles[2] - quartiles[0]) / median)
 
 

@@ -11,9 +11,11 @@ import contextlib
 import copy
 import functools
 import importlib
+import os
 import os.path as osp
-from typing import Dict, Iterator, Sequence
+from typing import Dict, Iterator, List, Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.config import Config
@@ -99,63 +101,78 @@ def export_end2end(model: nn.Module, task_processor, deploy_cfg: Config, data: d
     return prefix + '.onnx'
 
 
-def _wrapper_base():
-    from mmdeploy.backend.base import BaseWrapper
-    return BaseWrapper
+class BackendRunner(nn.Module):
+    """What mmdeploy's end-to-end models expect of a backend wrapper: a dict of input
+    tensors in, a dict of output tensors out, ``output_names`` and ``output_to_list``."""
+
+    def __init__(self, output_names: Sequence[str]) -> None:
+        super().__init__()
+        self.output_names = list(output_names)
+
+    def output_to_list(self, outputs: Dict[str, torch.Tensor]) -> List[torch.Tensor]:
+        return [outputs[name] for name in self.output_names]
+
+    def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        feed = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
+        return {name: torch.from_numpy(array)
+                for name, array in zip(self.output_names, self.run(feed))}
+
+    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        raise NotImplementedError
 
 
-class _Runtime:
-    """Shared by both wrappers: numpy in, torch tensors out, named like the ONNX outputs."""
+class ONNXRuntimeRunner(BackendRunner):
+    """An ONNX Runtime CPU session (standard ONNX ops only: no custom-op library)."""
 
-    def _to_torch(self, arrays: Sequence) -> Dict[str, torch.Tensor]:
-        return {name: torch.from_numpy(array) for name, array in zip(self.output_names, arrays)}
+    def __init__(self, onnx_file: str, output_names: Sequence[str], threads: int) -> None:
+        super().__init__(output_names)
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(onnx_file, options,
+                                            providers=['CPUExecutionProvider'])
 
-
-def onnxruntime_wrapper(onnx_file: str, output_names: Sequence[str], threads: int) -> nn.Module:
-    """An mmdeploy backend wrapper over an ONNX Runtime session (standard ops only)."""
-    import onnxruntime as ort
-
-    class ORTRunner(_Runtime, _wrapper_base()):
-        def __init__(self) -> None:
-            super().__init__(list(output_names))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            self.session = ort.InferenceSession(onnx_file, options,
-                                                providers=['CPUExecutionProvider'])
-
-        def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-            feed = {k: v.detach().cpu().numpy() for k, v in inputs.items()}
-            return self._to_torch(self.session.run(self.output_names, feed))
-
-    return ORTRunner()
+    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        return self.session.run(self.output_names, feed)
 
 
-def openvino_wrapper(onnx_file: str, output_names: Sequence[str], threads: int,
-                     precision: str = 'f32') -> nn.Module:
-    """An mmdeploy backend wrapper over the ONNX compiled by OpenVINO for the CPU.
+class OpenVINORunner(BackendRunner):
+    """The ONNX compiled by OpenVINO for the CPU.
 
     ``precision='f32'`` by default: on CPUs with bf16 units (AMX, AVX512-BF16) OpenVINO
     otherwise computes in bfloat16, which is faster but moves boxes and class
     boundaries beyond the parity tolerances."""
-    import openvino as ov
 
-    class OpenVINORunner(_Runtime, _wrapper_base()):
-        def __init__(self) -> None:
-            super().__init__(list(output_names))
-            core = ov.Core()
-            self.compiled = core.compile_model(onnx_file, 'CPU', {
-                'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-                'INFERENCE_PRECISION_HINT': precision})
-            self.request = self.compiled.create_infer_request()
+    def __init__(self, onnx_file: str, output_names: Sequence[str], threads: int,
+                 precision: str = 'f32') -> None:
+        super().__init__(output_names)
+        import openvino as ov
+        self.compiled = ov.Core().compile_model(onnx_file, 'CPU', {
+            'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
+            'INFERENCE_PRECISION_HINT': precision})
+        self.request = self.compiled.create_infer_request()
 
-        def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-            feed = {k: v.detach().cpu().numpy() for k, v in inputs.items()}
-            results = self.request.infer(feed)
-            return self._to_torch([results[self.compiled.output(name)] for name in
-                                   self.output_names])
+    def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
+        results = self.request.infer(feed)
+        return [results[self.compiled.output(name)] for name in self.output_names]
 
-    return OpenVINORunner()
+
+RUNNERS = dict(onnxruntime=ONNXRuntimeRunner, openvino=OpenVINORunner)
+
+
+def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend: str,
+                    threads: int) -> BackendRunner:
+    """Export a (fused) backbone at ``x``'s fixed shape to ``work_dir/backbone.onnx`` and
+    load it in ``backend``; outputs are named ``out0``, ``out1``, ..."""
+    require('onnx', backend)
+    os.makedirs(work_dir, exist_ok=True)
+    onnx_file = osp.join(work_dir, 'backbone.onnx')
+    with torch.no_grad():
+        names = [f'out{i}' for i in range(len(backbone(x)))]
+        torch.onnx.export(backbone, (x,), onnx_file, input_names=['input'], output_names=names,
+                          opset_version=17, dynamo=False)
+    return RUNNERS[backend](onnx_file, names, threads)
 
 
 def save_openvino_model(onnx_file: str, work_dir: str) -> str:
@@ -187,7 +204,7 @@ def build_backend_model(task_processor, deploy_cfg: Config, onnx_file: str, thre
     from mmdeploy.utils import get_codebase_config, get_onnx_config
     backend = backend_of(deploy_cfg)
     output_names = get_onnx_config(deploy_cfg)['output_names']
-    make = onnxruntime_wrapper if backend == 'onnxruntime' else openvino_wrapper
+    make = RUNNERS[backend]
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         if get_codebase_config(deploy_cfg).get('with_argmax', True):
             raise ValueError('Segmentation deploy configs must set codebase_config.with_argmax='

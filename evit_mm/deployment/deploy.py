@@ -13,23 +13,29 @@ printing what differed, when parity fails.
 """
 import argparse
 import copy
+import functools
 import json
 import os
 import os.path as osp
 import sys
-from typing import Callable, Dict, List, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from mmengine.config import Config
 
 from ..analysis.inference import build_inference_model
 from ..analysis.timing import environment, summarize, time_interleaved
 from ..cli import exits_on_user_errors
+from ..config import framework_of
 from .backends import (backend_of, build_backend_model, export_end2end, require,
                        save_openvino_model)
 from .parity import ParityError, Tolerances, compare_results
 
 RUNTIME_MODULE = dict(onnxruntime='onnxruntime', openvino='openvino')
+DEPLOY_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
+                          'configs', 'deploy')
 
 
 def read_deploy_config(path: str) -> Config:
@@ -42,13 +48,76 @@ def read_deploy_config(path: str) -> Config:
     return cfg
 
 
+def deploy_config_for(model_cfg_path: str, backend: str, shape: Sequence[int]) -> Config:
+    """Our deploy config for the model's task and ``backend``, at a fixed ``(H, W)``."""
+    model_cfg = Config.fromfile(model_cfg_path)
+    if framework_of(model_cfg) == 'mmseg':
+        name = f'segmentation_{backend}_static-512x512.py'
+    elif model_cfg.model.get('roi_head', {}).get('mask_head'):
+        name = f'instance-seg_{backend}_static-800x1344.py'
+    else:
+        name = f'detection_{backend}_static-800x1344.py'
+    path = osp.join(DEPLOY_CONFIGS, name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(
+            f'No deploy config {name} in {DEPLOY_CONFIGS}: Mask R-CNN is deployed to '
+            'onnxruntime only (mmdeploy exports its RoI extractor for OpenVINO with '
+            'OpenVINO-only ops).' if 'instance-seg' in name else f'{path} not found.')
+    cfg = read_deploy_config(path)
+    height, width = shape
+    cfg.onnx_config.input_shape = [width, height]
+    if backend == 'openvino':
+        cfg.backend_config.model_inputs = [dict(opt_shapes=dict(input=[1, 3, height, width]))]
+    return cfg
+
+
+def predict(model: torch.nn.Module, data: dict) -> list:
+    """``model`` on an already preprocessed batch, post-processing included. Each call gets
+    fresh samples: mmdet and mmseg write their predictions into the samples they get."""
+    with torch.no_grad():
+        return model(data['inputs'], copy.deepcopy(data['data_samples']), mode='predict')
+
+
 def _predictor(model: torch.nn.Module, data: dict) -> Callable[[], list]:
-    """``model`` on an already preprocessed batch (post-processing included), fresh samples
-    each call: mmdet and mmseg write their predictions into the samples they get."""
-    def predict() -> list:
-        with torch.no_grad():
-            return model(data['inputs'], copy.deepcopy(data['data_samples']), mode='predict')
-    return predict
+    return functools.partial(predict, model, data)
+
+
+@dataclass
+class Deployment:
+    """The fused PyTorch model and its exported end-to-end twin in the backend."""
+    backend: str
+    model_cfg: Config
+    model: torch.nn.Module
+    backend_model: torch.nn.Module
+    files: Dict[str, str]
+    prepare: Callable[[Union[str, np.ndarray]], dict]  # image -> preprocessed batch
+    static: bool
+
+
+def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optional[str],
+                    image: Union[str, np.ndarray], work_dir: str,
+                    threads: int) -> Deployment:
+    """Build the fused model, export it end to end with ``image`` and load the backend."""
+    backend = backend_of(deploy_cfg)
+    require('mmdeploy', 'onnx', RUNTIME_MODULE[backend])
+    from mmdeploy.apis.utils import build_task_processor
+    from mmdeploy.utils import get_input_shape
+    os.makedirs(work_dir, exist_ok=True)
+    model, model_cfg, _ = build_inference_model(model_cfg_path, checkpoint, fuse=True)
+    processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
+    input_shape = get_input_shape(deploy_cfg)
+
+    def prepare(img: Union[str, np.ndarray]) -> dict:
+        data, _ = processor.create_input(img, input_shape,
+                                         data_preprocessor=model.data_preprocessor)
+        return data
+
+    onnx_file = export_end2end(model, processor, deploy_cfg, prepare(image), work_dir)
+    files = dict(onnx=onnx_file)
+    if backend == 'openvino':
+        files['openvino_xml'] = save_openvino_model(onnx_file, work_dir)
+    backend_model = build_backend_model(processor, deploy_cfg, onnx_file, threads, model)
+    return Deployment(backend, model_cfg, model, backend_model, files, prepare, input_shape is not None)
 
 
 def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: str,
@@ -57,56 +126,37 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
            tolerances: Optional[Tolerances] = None) -> dict:
     """Export, check parity on every image, time; return (and write) the record."""
     deploy_cfg = read_deploy_config(deploy_cfg_path)
-    backend = backend_of(deploy_cfg)
-    require('mmdeploy', 'onnx', RUNTIME_MODULE[backend])
-    from mmdeploy.apis.utils import build_task_processor
-    from mmdeploy.utils import get_input_shape
     if threads:
         torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
     for path in [image] + list(test_images or []):
         if not osp.isfile(path):
             raise FileNotFoundError(f'Image {path} not found.')
-    os.makedirs(work_dir, exist_ok=True)
-
-    model, model_cfg, _ = build_inference_model(model_cfg_path, checkpoint, fuse=True)
-    processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    input_shape = get_input_shape(deploy_cfg)
-
-    def prepare(path: str) -> dict:
-        data, _ = processor.create_input(path, input_shape,
-                                         data_preprocessor=model.data_preprocessor)
-        return data
-
-    data = prepare(image)
-    onnx_file = export_end2end(model, processor, deploy_cfg, data, work_dir)
-    files = dict(onnx=onnx_file)
-    if backend == 'openvino':
-        files['openvino_xml'] = save_openvino_model(onnx_file, work_dir)
-    backend_model = build_backend_model(processor, deploy_cfg, onnx_file, threads, model)
-
+    pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir,
+                           torch.get_num_threads())
+    backend = pair.backend
+    data = pair.prepare(image)
     record = dict(deploy_config=deploy_cfg_path, model_config=model_cfg_path,
-                  checkpoint=checkpoint, backend=backend, files=files,
-                  input_shape=list(data['inputs'].shape), static=input_shape is not None,
+                  checkpoint=checkpoint, backend=backend, files=pair.files,
+                  input_shape=list(data['inputs'].shape), static=pair.static,
                   fused=True, parity={}, **environment('cpu'))
     failures = []
     for path in [image] + list(test_images or []):
-        sample = data if path == image else prepare(path)
-        expected = _predictor(model, sample)()[0]
-        got = _predictor(backend_model, sample)()[0]
+        sample = data if path == image else pair.prepare(path)
+        expected = _predictor(pair.model, sample)()[0]
+        got = _predictor(pair.backend_model, sample)()[0]
         report = compare_results(expected, got, tolerances)
         record['parity'][path] = dict(input_shape=list(sample['inputs'].shape),
                                       **report.as_dict())
         failures += [f'{path}: {failure}' for failure in report.failures]
 
-    times = time_interleaved({'pytorch': _predictor(model, data),
-                              backend: _predictor(backend_model, data)}, iters, warmup)
+    times = time_interleaved({'pytorch': _predictor(pair.model, data),
+                              backend: _predictor(pair.backend_model, data)}, iters, warmup)
     record['speed'] = {name: summarize(seconds) for name, seconds in times.items()}
     record['speedup'] = record['speed']['pytorch']['ms_per_img'] / record['speed'][backend][
         'ms_per_img']
     if dump_info:
         from mmdeploy.backend.sdk.export_info import export2SDK
-        export2SDK(deploy_cfg, model_cfg, work_dir, pth=checkpoint, device='cpu')
+        export2SDK(deploy_cfg, pair.model_cfg, work_dir, pth=checkpoint, device='cpu')
     with open(osp.join(work_dir, 'deploy_record.json'), 'w') as f:
         json.dump(record, f, indent=2)
     if failures:
