@@ -3,10 +3,12 @@
 Reads, in each work dir, ``test_metrics.json`` (``tools/test.py``) or else
 ``val_metrics.json`` (``tools/train.py``), ``complexity_*.json``
 (``tools/analysis/get_flops.py``) and ``benchmark_model*.json``
-(``tools/analysis/benchmark.py``). Nothing is filled in from elsewhere: a value that
-was not measured is "–". The accuracy columns hold only results on the real benchmark
-(COCO / ADE20K); metrics of ``--demo`` runs (generated data) are left out of them.
-Paper results appear only in their own, labelled column.
+(``tools/analysis/benchmark.py``, PyTorch and ``--backend`` runs). Nothing is filled
+in from elsewhere: a value that was not measured is "–". The accuracy columns hold
+only results on the real benchmark (COCO / ADE20K); metrics of ``--demo`` runs
+(generated data) are left out of them. The PyTorch FPS comes from the test run on
+that benchmark when there is one (``tools/test.py`` times it), else from
+``benchmark.py``. Paper results appear only in their own, labelled column.
 """
 import argparse
 import glob
@@ -59,7 +61,15 @@ def collect(work_dir: str) -> dict:
                    r.get('config')), None)
     row['config'] = config or osp.basename(osp.normpath(work_dir))
     row.update(_describe_config(osp.splitext(osp.basename(row['config']))[0]))
+    backend_runs = [r for r in benchmarks if r.get('backend', 'pytorch') != 'pytorch']
+    benchmarks = [r for r in benchmarks if r.get('backend', 'pytorch') == 'pytorch']
     if metrics and not metrics.get('demo'):
+        speed = metrics.get('speed') or {}
+        if speed.get('fps'):
+            row['fps'] = speed['fps']
+            row['fps_note'] = '{} x{}, test set, batch {}{}'.format(
+                'CPU' if speed['device'] == 'cpu' else speed['device'], speed['threads'],
+                speed['batch_size'], ', fused' if speed.get('fused') else '')
         values = metrics.get('metrics', {})
         for key, name in (('coco/bbox_mAP', 'box_ap'), ('coco/segm_mAP', 'mask_ap')):
             if key in values:
@@ -71,14 +81,22 @@ def collect(work_dir: str) -> dict:
         row['params'] = record['total']['params']
         row['flops'] = record['total']['flops']
         row['flops_shape'] = record.get('shape')
-    if benchmarks:
+    if benchmarks and 'fps' not in row:
         best = sorted(benchmarks, key=lambda r: (not r.get('fused'), -r['fps']))[0]
         row['fps'] = best['fps']
-        row['fps_note'] = '{}{}, {}x{}{}'.format(
-            'CPU' if best['device'] == 'cpu' else best.get('device_name', best['device']),
-            f" x{best['threads']}" if best['device'] == 'cpu' else '', *best['shape'],
-            ', fused' if best.get('fused') else '')
+        row['fps_note'] = _speed_note(best)
+    if backend_runs:
+        best = max(backend_runs, key=lambda r: r['fps'])
+        row['backend_fps'] = best['fps']
+        row['backend_note'] = f"{best['backend']}, {_speed_note(best)}"
     return row
+
+
+def _speed_note(record: dict) -> str:
+    return '{}{}, {}x{}{}'.format(
+        'CPU' if record['device'] == 'cpu' else record.get('device_name', record['device']),
+        f" x{record['threads']}" if record['device'] == 'cpu' else '', *record['shape'],
+        ', fused' if record.get('fused') else '')
 
 
 def merge_rows(rows: List[dict]) -> List[dict]:
@@ -96,53 +114,25 @@ def _fmt(value, pattern: str) -> str:
     return MISSING if value is None else pattern.format(value)
 
 
-def accuracy(row: dict) -> Optional[float]:
-    """The headline accuracy of a row: box AP for detectors, mIoU for segmentors."""
-    return row.get('box_ap') if row.get('method') != 'Semantic FPN' else row.get('miou')
-
-
 def markdown_table(rows: List[dict]) -> str:
-    lines = ['| Backbone | Detector/Method | Lr schd | Params (M) | FLOPs (G MACs) | FPS (device) '
+    lines = ['| Backbone | Detector/Method | Lr schd | Params (M) | FLOPs (G MACs) '
+             '| FPS PyTorch (device) | FPS best CPU backend (end to end) '
              '| box AP | mask AP or mIoU | Config | Paper (reported) |',
-             '|---|---|---|---|---|---|---|---|---|---|']
+             '|---|---|---|---|---|---|---|---|---|---|---|']
     for row in rows:
         second = row.get('mask_ap') if row.get('method') != 'Semantic FPN' else row.get('miou')
         fps = (f"{row['fps']:.2f} ({row['fps_note']})" if row.get('fps') is not None
                else MISSING)
-        lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | [config]({}) | {} |'.format(
+        backend = (f"{row['backend_fps']:.2f} ({row['backend_note']})"
+                   if row.get('backend_fps') is not None else MISSING)
+        lines.append('| {} | {} | {} | {} | {} | {} | {} | {} | {} | [config]({}) | {} |'.format(
             row['backbone'], row['method'], row['schedule'],
             _fmt(row.get('params') and row['params'] / 1e6, '{:.1f}'),
-            _fmt(row.get('flops') and row['flops'] / 1e9, '{:.1f}'), fps,
+            _fmt(row.get('flops') and row['flops'] / 1e9, '{:.1f}'), fps, backend,
             _fmt(row.get('box_ap'), '{:.1f}'), _fmt(second, '{:.1f}'),
             row['config'], PAPER_RESULTS.get(
                 osp.splitext(osp.basename(row['config']))[0], MISSING)))
     return '\n'.join(lines)
-
-
-def scatter_plot(rows: List[dict], out_file: str) -> int:
-    """Speed-accuracy plot (one point per row with both); returns the number of points."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    points = [(row['fps'], accuracy(row), row) for row in rows
-              if row.get('fps') is not None and accuracy(row) is not None]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for method in sorted({row['method'] for _, _, row in points}):
-        chosen = [(f, a, r) for f, a, r in points if r['method'] == method]
-        ax.scatter([f for f, _, _ in chosen], [a for _, a, _ in chosen], label=method)
-        for fps, acc, row in chosen:
-            ax.annotate(row['backbone'], (fps, acc), fontsize=7, xytext=(3, 3),
-                        textcoords='offset points')
-    ax.set_xlabel('FPS (measured with tools/analysis/benchmark.py)')
-    ax.set_ylabel('box AP / mIoU (COCO / ADE20K)')
-    ax.set_title('Speed vs accuracy' + ('' if points else ' - no row has both values'))
-    if points:
-        ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=120)
-    plt.close(fig)
-    return len(points)
 
 
 def update_readme(readme: str, table: str) -> None:
@@ -158,10 +148,9 @@ def update_readme(readme: str, table: str) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> str:
-    parser = argparse.ArgumentParser(description='Model-zoo table and speed-accuracy plot')
+    parser = argparse.ArgumentParser(description='Model-zoo table from work dirs')
     parser.add_argument('work_dirs', nargs='+', help='work dirs (globs allowed)')
     parser.add_argument('--out', default='model_zoo.md', help='Markdown table file')
-    parser.add_argument('--plot', default='model_zoo.png', help='scatter plot PNG')
     parser.add_argument('--readme', help='also replace the model-zoo section of this README')
     args = parser.parse_args(argv)
     dirs = sorted({d for pattern in args.work_dirs for d in (glob.glob(pattern) or [pattern])
@@ -173,9 +162,8 @@ def main(argv: Optional[List[str]] = None) -> str:
     table = markdown_table(rows)
     with open(args.out, 'w') as f:
         f.write(table + '\n')
-    points = scatter_plot(rows, args.plot)
     if args.readme:
         update_readme(args.readme, table)
     print(table)
-    print(f'\n{len(rows)} rows written to {args.out}; plot with {points} points to {args.plot}')
+    print(f'\n{len(rows)} rows written to {args.out}')
     return table
