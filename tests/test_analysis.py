@@ -222,3 +222,25 @@ def test_model_zoo_keeps_demo_metrics_out_of_accuracy_columns(tmp_path):
     assert len(rows) == 1
     assert '| 2.00 (CPU x2, 800x1344, fused) | – | 33.1 | – |' in rows[0]
     assert '50.0' not in table
+
+
+def test_speed_plot_from_benchmark_records(tmp_path, capsys):
+    from evit_mm.analysis.speed_plot import main as speed_plot_main
+    row = dict(params=8.8e6, flops_800x1344=6.2e9, flops_512x512=1.5e9,
+               latency_ms=dict(pytorch=300.0, onnxruntime=120.0, openvino=90.0),
+               throughput_img_per_s=dict(pytorch=8.0, onnxruntime=20.0, openvino=30.0))
+    backbones = dict(env=dict(device_name='cpu', threads=2, torch='2.13'), batch_size=8,
+                     backbones={'EfficientViT-M4': row, 'ResNet-50 (mmdet)': row})
+    (tmp_path / 'b.json').write_text(json.dumps(backbones))
+    deploy = dict(cases=dict(retinanet_m4=dict(ms=dict(pytorch=4000.0, onnxruntime=1600.0,
+                                                       openvino=900.0))))
+    (tmp_path / 'd.json').write_text(json.dumps(deploy))
+    titles = speed_plot_main(['--backbones', str(tmp_path / 'b.json'), '--deploy',
+                              str(tmp_path / 'd.json'), '--out', str(tmp_path / 's.png')])
+    assert titles == ['Backbone latency at 800x1344', 'Backbone throughput at 512x512',
+                      'RetinaNet: reported AP vs measured FPS']
+    assert (tmp_path / 's.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # without the deploy figures: the two backbone panels only
+    assert len(speed_plot_main(['--backbones', str(tmp_path / 'b.json'), '--deploy',
+                                str(tmp_path / 'none.json'), '--out',
+                                str(tmp_path / 't.png')])) == 2
