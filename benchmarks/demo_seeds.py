@@ -1,6 +1,7 @@
 """Run each ``--demo`` with several seeds and print the table the README quotes.
 
-    python benchmarks/demo_seeds.py [--seeds 0 1 2] [--only retinanet] [--work-root work_dirs/demo_seeds]
+    python benchmarks/demo_seeds.py [--seeds 0 1 2] [--only retinanet] [--rerun]
+        [--work-root work_dirs/demo_seeds]
 
 Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir. A (config, seed)
 pair already recorded in benchmarks/results/demo_seeds.json or in its work dir is not repeated
@@ -94,7 +95,8 @@ def main() -> None:
     previous = []
     if osp.exists(out):  # keep the rows of demos not run this time (--only)
         with open(out) as f:
-            previous = [r for r in json.load(f) if r['config'] not in {s['config'] for s in summary}]
+            done = {row['config'] for row in summary}
+            previous = [r for r in json.load(f) if r['config'] not in done]
     order = [config for config, _, _ in DEMOS]
     with open(out, 'w') as f:
         json.dump(sorted(previous + summary, key=lambda r: order.index(r['config'])), f, indent=2)

@@ -78,8 +78,7 @@ def backend_of(deploy_cfg: Config) -> str:
     return backend
 
 
-def export_end2end(model: nn.Module, task_processor, deploy_cfg: Config, data: dict,
-                   work_dir: str) -> str:
+def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: str) -> str:
     """Export ``model`` (a copy: mmdeploy rewrites the model it exports) to
     ``work_dir/end2end.onnx`` with mmdeploy's rewrites; return the file."""
     from mmdeploy.apis.core.pipeline_manager import no_mp
@@ -97,7 +96,7 @@ def export_end2end(model: nn.Module, task_processor, deploy_cfg: Config, data: d
                opset_version=onnx_cfg.get('opset_version', 11),
                dynamic_axes=get_dynamic_axes(deploy_cfg, names),
                keep_initializers_as_inputs=onnx_cfg.get('keep_initializers_as_inputs', False),
-               optimize=False)
+               optimize=onnx_cfg.get('optimize', False))
     return prefix + '.onnx'
 
 
@@ -138,17 +137,17 @@ class ONNXRuntimeRunner(BackendRunner):
 
 
 class OpenVINORunner(BackendRunner):
-    """The ONNX compiled by OpenVINO for the CPU.
+    """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU.
 
     ``precision='f32'`` by default: on CPUs with bf16 units (AMX, AVX512-BF16) OpenVINO
     otherwise computes in bfloat16, which is faster but moves boxes and class
     boundaries beyond the parity tolerances."""
 
-    def __init__(self, onnx_file: str, output_names: Sequence[str], threads: int,
+    def __init__(self, model_file: str, output_names: Sequence[str], threads: int,
                  precision: str = 'f32') -> None:
         super().__init__(output_names)
         import openvino as ov
-        self.compiled = ov.Core().compile_model(onnx_file, 'CPU', {
+        self.compiled = ov.Core().compile_model(model_file, 'CPU', {
             'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
             'INFERENCE_PRECISION_HINT': precision})
         self.request = self.compiled.create_infer_request()
@@ -176,10 +175,11 @@ def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend
 
 
 def save_openvino_model(onnx_file: str, work_dir: str) -> str:
-    """Convert the ONNX to OpenVINO IR (``end2end.xml`` + ``.bin``); return the .xml."""
+    """Convert the ONNX to OpenVINO IR (``end2end.xml`` + ``.bin``, float32 weights: no
+    fp16 compression); return the .xml."""
     import openvino as ov
     xml = osp.join(work_dir, osp.splitext(osp.basename(onnx_file))[0] + '.xml')
-    ov.save_model(ov.convert_model(onnx_file), xml)
+    ov.save_model(ov.convert_model(onnx_file), xml, compress_to_fp16=False)
     return xml
 
 
@@ -197,26 +197,27 @@ class BackendSegmentor(nn.Module):
         return self.postprocess_result(logits, data_samples)
 
 
-def build_backend_model(task_processor, deploy_cfg: Config, onnx_file: str, threads: int,
-                        torch_model: nn.Module) -> nn.Module:
-    """The end-to-end model running ``onnx_file`` in the deploy config's backend, with
-    mmdeploy's detection post-processing or mmseg's segmentation post-processing."""
+def build_backend_model(task_processor, deploy_cfg: Config, files: Dict[str, str],
+                        threads: int, torch_model: nn.Module) -> nn.Module:
+    """The end-to-end model running the exported files in the deploy config's backend
+    (OpenVINO: the saved IR), with mmdeploy's detection post-processing or mmseg's
+    segmentation post-processing."""
     from mmdeploy.utils import get_codebase_config, get_onnx_config
     backend = backend_of(deploy_cfg)
     output_names = get_onnx_config(deploy_cfg)['output_names']
-    make = RUNNERS[backend]
+    runner = RUNNERS[backend](files.get('openvino_xml', files['onnx']), output_names, threads)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         if get_codebase_config(deploy_cfg).get('with_argmax', True):
             raise ValueError('Segmentation deploy configs must set codebase_config.with_argmax='
                              'False: the argmax comes after resizing the logits to the image.')
-        return BackendSegmentor(make(onnx_file, output_names, threads), torch_model).eval()
+        return BackendSegmentor(runner, torch_model).eval()
     # mmdeploy builds its own ONNX Runtime wrapper; ours replaces it (thread count, and
     # OpenVINO, which mmdeploy 1.3.1 can only drive through the legacy API).
     ort_cfg = copy.deepcopy(deploy_cfg)
     ort_cfg.backend_config = dict(type='onnxruntime')
     processor = copy.copy(task_processor)
     processor.deploy_cfg = ort_cfg
-    model = processor.build_backend_model([onnx_file])
-    model.wrapper = make(onnx_file, output_names, threads)
+    model = processor.build_backend_model([files['onnx']])
+    model.wrapper = runner
     model.deploy_cfg = deploy_cfg
     return model.eval()

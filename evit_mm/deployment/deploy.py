@@ -112,12 +112,13 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
                                          data_preprocessor=model.data_preprocessor)
         return data
 
-    onnx_file = export_end2end(model, processor, deploy_cfg, prepare(image), work_dir)
+    onnx_file = export_end2end(model, deploy_cfg, prepare(image), work_dir)
     files = dict(onnx=onnx_file)
     if backend == 'openvino':
         files['openvino_xml'] = save_openvino_model(onnx_file, work_dir)
-    backend_model = build_backend_model(processor, deploy_cfg, onnx_file, threads, model)
-    return Deployment(backend, model_cfg, model, backend_model, files, prepare, input_shape is not None)
+    backend_model = build_backend_model(processor, deploy_cfg, files, threads, model)
+    return Deployment(backend, model_cfg, model, backend_model, files, prepare,
+                      static=input_shape is not None)
 
 
 def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: str,

@@ -9,4 +9,4 @@ onnx_config = dict(
     input_names=['input'],
     output_names=['output'],
     input_shape=None,
-    optimize=True)
+    optimize=False)  # mmdeploy's graph optimizer needs its TorchScript extension (not in the wheel)
