@@ -139,10 +139,12 @@ def test_install_requires_only_the_core_stack():
                    for r in core)
     assert names == ['mmcv', 'mmengine', 'numpy', 'torch']
     assert not any('==' in r for r in core)
-    for extra, package in [('det', 'mmdet'), ('seg', 'mmsegmentation'), ('pretrain', 'mmpretrain')]:
+    for extra, package in [('det', 'mmdet'), ('seg', 'mmsegmentation'), ('pretrain', 'mmpretrain'),
+                           ('deploy', 'mmdeploy'), ('deploy', 'openvino'),
+                           ('deploy', 'onnxruntime'), ('deploy', 'protobuf')]:
         assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in requires), extra
     extras = set(metadata.metadata('evit_mm').get_all('Provides-Extra'))
-    assert {'det', 'seg', 'pretrain', 'tools', 'tests', 'all'} <= extras
+    assert {'det', 'seg', 'pretrain', 'tools', 'deploy', 'tests', 'all'} <= extras
 
 
 def _imports(path: Path) -> list:
