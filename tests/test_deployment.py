@@ -115,8 +115,9 @@ def test_retinanet_end_to_end(tmp_path, images, checkpoints, base):
     assert torch.onnx.export is export and not hasattr(symbolic_opset9, '_cast_Long')
 
 
-def test_dynamic_detection_at_two_sizes(tmp_path, images, checkpoints):
-    record = _run(tmp_path, str(DEPLOY / 'detection_onnxruntime_dynamic.py'), RETINANET,
+@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
+def test_dynamic_detection_at_two_sizes(tmp_path, images, checkpoints, backend):
+    record = _run(tmp_path, str(DEPLOY / f'detection_{backend}_dynamic.py'), RETINANET,
                   checkpoints['retinanet'], images['wide'], '--test-img', images['tall'])
     assert record['static'] is False
     shapes = {path: p['input_shape'] for path, p in record['parity'].items()}
@@ -136,10 +137,15 @@ def test_mask_rcnn_onnxruntime(tmp_path, images, checkpoints):
 @pytest.mark.parametrize('base', ['segmentation_onnxruntime_static-512x512.py',
                                   'segmentation_openvino_static-512x512.py'])
 def test_semantic_fpn_end_to_end(tmp_path, images, checkpoints, base):
+    sdk = 'onnxruntime' in base
     record = _run(tmp_path, _small(tmp_path, base, 256, 256), FPN, checkpoints['fpn'],
-                  images['wide'])
+                  images['wide'], *(['--dump-info'] if sdk else []))
     _assert_parity(record, min_compared=300 * 420)  # every pixel of the original image
     assert record['parity'][images['wide']]['worst']['pixel_agreement'] >= 0.999
+    if sdk:  # mmdeploy's SDK description of the model
+        pipeline = json.loads((tmp_path / 'out' / 'pipeline.json').read_text())
+        assert pipeline['pipeline']['tasks'][0]['type'] == 'Task'
+        assert (tmp_path / 'out' / 'deploy.json').is_file()
 
 
 def test_parity_failure_exits_nonzero_and_keeps_the_record(tmp_path, images, checkpoints,
