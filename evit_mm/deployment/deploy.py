@@ -78,10 +78,6 @@ def predict(model: torch.nn.Module, data: dict) -> list:
         return model(data['inputs'], copy.deepcopy(data['data_samples']), mode='predict')
 
 
-def _predictor(model: torch.nn.Module, data: dict) -> Callable[[], list]:
-    return functools.partial(predict, model, data)
-
-
 @dataclass
 class Deployment:
     """The fused PyTorch model and its exported end-to-end twin in the backend."""
@@ -143,18 +139,17 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
     failures = []
     for path in [image] + list(test_images or []):
         sample = data if path == image else pair.prepare(path)
-        expected = _predictor(pair.model, sample)()[0]
-        got = _predictor(pair.backend_model, sample)()[0]
-        report = compare_results(expected, got, tolerances)
+        report = compare_results(predict(pair.model, sample)[0],
+                                 predict(pair.backend_model, sample)[0], tolerances)
         record['parity'][path] = dict(input_shape=list(sample['inputs'].shape),
                                       **report.as_dict())
         failures += [f'{path}: {failure}' for failure in report.failures]
 
-    times = time_interleaved({'pytorch': _predictor(pair.model, data),
-                              backend: _predictor(pair.backend_model, data)}, iters, warmup)
-    record['speed'] = {name: summarize(seconds) for name, seconds in times.items()}
-    record['speedup'] = record['speed']['pytorch']['ms_per_img'] / record['speed'][backend][
-        'ms_per_img']
+    times = time_interleaved({'pytorch': functools.partial(predict, pair.model, data),
+                              backend: functools.partial(predict, pair.backend_model, data)},
+                             iters, warmup)
+    speed = record['speed'] = {name: summarize(seconds) for name, seconds in times.items()}
+    record['speedup'] = speed['pytorch']['ms_per_img'] / speed[backend]['ms_per_img']
     if dump_info:
         from mmdeploy.backend.sdk.export_info import export2SDK
         export2SDK(deploy_cfg, pair.model_cfg, work_dir, pth=checkpoint, device='cpu')
