@@ -30,6 +30,27 @@ FPN = str(REPO / 'configs/segmentation/fpn_evit_m4_ade20k.py')
 STANDARD_DOMAINS = {'', 'ai.onnx'}
 
 
+@pytest.mark.parametrize('path', sorted(DEPLOY.glob('*.py')), ids=lambda p: p.stem)
+def test_deploy_configs_are_mmdeploy_configs(path):
+    from mmdeploy.utils import (get_backend, get_codebase, get_input_shape, get_task_type,
+                                load_config)
+    cfg = load_config(str(path))[0]  # mmdeploy's own reader and accessors
+    name = path.stem
+    assert get_backend(cfg).value == ('openvino' if 'openvino' in name else 'onnxruntime')
+    assert get_codebase(cfg).value == ('mmseg' if name.startswith('segmentation') else 'mmdet')
+    assert get_task_type(cfg).value == ('Segmentation' if name.startswith('segmentation')
+                                        else 'ObjectDetection')
+    shape = get_input_shape(cfg)
+    if 'static' in name:
+        height, width = map(int, name.split('-')[-1].split('x'))
+        assert shape == [width, height]  # mmdeploy's order
+    else:
+        assert shape is None and cfg.onnx_config.dynamic_axes['input'] == {
+            0: 'batch', 2: 'height', 3: 'width'}
+    if name.startswith('instance-seg'):
+        assert cfg.onnx_config.output_names == ['dets', 'labels', 'masks']
+
+
 def _image(path: Path, height: int, width: int, seed: int) -> str:
     rng = np.random.RandomState(seed)
     img = np.full((height, width, 3), 90, np.uint8)
