@@ -95,8 +95,9 @@ for mod, pkg in [("mmdet", "mmdet==3.3.0"), ("mmseg", "mmsegmentation==1.2.2"),
 if problems:
     print("[evit_mm install] FAILED:\n" + "\n".join(problems), file=sys.stderr)
     sys.exit(1)
-import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine
+import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine, mmdeploy, onnxruntime, openvino
 print(f"[evit_mm install] OK: torch {torch.__version__}, mmengine {mmengine.__version__}, "
       f"mmcv {mmcv.__version__} (ops), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, "
-      f"mmpretrain {mmpretrain.__version__}")
+      f"mmpretrain {mmpretrain.__version__}, mmdeploy {mmdeploy.__version__}, "
+      f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}")
 PYEOF
