@@ -13,8 +13,12 @@ exported by mmdeploy (NMS inside the graph) with the configs in configs/deploy/.
 RetinaNet-SHViT-S4 is measured too (no target; its FPS goes into the speed plot).
 
 Also printed, not targets: OpenVINO in bfloat16 (its default on CPUs with bf16 units;
-results then miss the float32 parity tolerances), and a profile: where the time of
-each runtime goes (backbone alone, exported at the same shape, vs the whole model).
+results then miss the float32 parity tolerances), and a profile of where each runtime's
+time goes: the backbone alone (exported at the same shape); the network without
+post-processing (PyTorch: raw head outputs) or the exported graph (backends: with the
+in-graph NMS / logit resize); and the rest, post-processing in Python (PyTorch: box
+decoding and NMS, or logit resize and argmax; backends: mmdeploy's rescaling, or mmseg's
+resize to the image and argmax).
 Writes benchmarks/results/deploy_speed.json.
 """
 import argparse
@@ -27,6 +31,7 @@ import tempfile
 import numpy as np
 import torch
 
+from evit_mm.analysis.inference import RawNetwork
 from evit_mm.analysis.timing import environment, time_interleaved
 from evit_mm.deployment.backends import OpenVINORunner, export_backbone
 from evit_mm.deployment.deploy import deploy_config_for, export_and_load, predict
@@ -63,6 +68,7 @@ def measure(config: str, shape, threads: int, rounds: int, work_root: str) -> di
             bf16_model.wrapper = fp32_runner
 
     x = data['inputs']
+    network = RawNetwork(model)
     backbones = {backend: export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
                                           backend, threads)
                  for backend in ('onnxruntime', 'openvino')}
@@ -72,7 +78,10 @@ def measure(config: str, shape, threads: int, rounds: int, work_root: str) -> di
            'openvino_bf16': openvino_bf16,
            'pytorch_backbone': lambda: model.backbone(x),
            'onnxruntime_backbone': lambda: backbones['onnxruntime']({'input': x}),
-           'openvino_backbone': lambda: backbones['openvino']({'input': x})}
+           'openvino_backbone': lambda: backbones['openvino']({'input': x}),
+           'pytorch_network': lambda: network(x),
+           'onnxruntime_graph': lambda: pairs['onnxruntime'].backend_model.wrapper({'input': x}),
+           'openvino_graph': lambda: pairs['openvino'].backend_model.wrapper({'input': x})}
     times = time_interleaved(fns, rounds, warmup=2)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     return dict(config=config, shape=list(shape), rounds=rounds, ms=ms,
@@ -111,11 +120,12 @@ def main() -> None:
             print(f'  info openvino bf16 vs PyTorch fused: {bf16:.2f}x (not parity-checked at '
                   'the float32 tolerances)')
             ms = result['ms']
-            for runtime in ('pytorch', 'onnxruntime', 'openvino'):
-                share = ms[f'{runtime}_backbone'] / ms[runtime]
-                print(f'  profile {runtime}: backbone {ms[runtime + "_backbone"]:.0f} ms of '
-                      f'{ms[runtime]:.0f} ms ({100 * share:.0f}%), neck + head + '
-                      f'post-processing {ms[runtime] - ms[runtime + "_backbone"]:.0f} ms')
+            for runtime, graph in (('pytorch', 'network'), ('onnxruntime', 'graph'),
+                                   ('openvino', 'graph')):
+                total, body = ms[runtime], ms[f'{runtime}_{graph}']
+                print(f'  profile {runtime} ({total:.0f} ms): backbone '
+                      f'{ms[runtime + "_backbone"]:.0f} ms, {graph} {body:.0f} ms, the rest '
+                      f'(Python post-processing) {total - body:.0f} ms')
     os.makedirs(osp.join(HERE, 'results'), exist_ok=True)
     with open(osp.join(HERE, 'results', 'deploy_speed.json'), 'w') as f:
         json.dump(figures, f, indent=2)
