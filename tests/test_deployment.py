@@ -264,3 +264,26 @@ def test_parity_rules():
     assert not compare_label_maps(labels, changed).ok
     assert 'shapes differ' in compare_label_maps(labels, labels[:, :50]).failures[0]
     assert Tolerances().box_iou == 0.99 and Tolerances().mask_iou == 0.98
+
+
+def test_pre_nms_selection_is_mmdets():
+    """The export keeps the same (anchor, class) pairs as mmdet, not mmdeploy's per-anchor top-k."""
+    from mmdet.models.utils import filter_scores_and_topk
+
+    from evit_mm.deployment.dense_head import _pairs_topk
+    torch.manual_seed(0)
+    scores = torch.rand(1, 50, 4)
+    boxes, priors = torch.rand(1, 50, 4), torch.rand(1, 50, 4)
+    one_hot, got_boxes, got_priors = _pairs_topk(scores, boxes, priors, nms_pre=20)
+    _, labels, anchors, _ = filter_scores_and_topk(scores[0], 0.0, 20)
+    expected = set(zip(anchors.tolist(), labels.tolist()))
+    kept = one_hot[0].nonzero()  # (pair, class) of the kept scores
+    assert len(kept) == 20
+    assert {(int(anchors_of), int(label)) for anchors_of, label in zip(
+        [((got_boxes[0, p] == boxes[0]).all(1)).nonzero().item() for p in kept[:, 0]],
+        kept[:, 1])} == expected
+    assert torch.equal(got_priors[0, kept[:, 0]], priors[0, [a for a, _ in sorted(
+        expected, key=lambda pair: -scores[0, pair[0], pair[1]].item())]])
+    # mmdeploy's own selection (best 20 anchors, every class of each) keeps other pairs
+    per_anchor = scores[0].max(1).values.topk(20).indices
+    assert {(a, c) for a in per_anchor.tolist() for c in range(4)} != expected

@@ -123,6 +123,7 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
            tolerances: Optional[Tolerances] = None) -> dict:
     """Export, check parity on every image, time; return (and write) the record."""
     deploy_cfg = read_deploy_config(deploy_cfg_path)
+    require('mmdeploy', 'onnx', RUNTIME_MODULE[backend_of(deploy_cfg)])
     if threads:
         torch.set_num_threads(threads)
     for path in [image] + list(test_images or []):
