@@ -16,7 +16,7 @@ import pytest
 import torch
 from mmengine.structures import InstanceData
 
-from evit_mm.analysis.inference import build_inference_model
+from evit_mm.config import build_model, load_config
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.backends import legacy_onnx_exporter
 from evit_mm.deployment.parity import (ParityReport, Tolerances, compare_instances,
@@ -69,8 +69,8 @@ def images(tmp_path_factory) -> dict:
 
 
 def _checkpoint(config: str, path: Path) -> str:
-    torch.manual_seed(0)
-    model, _, _ = build_inference_model(config)
+    torch.manual_seed(0)  # PyTorch's default init: well spread scores, unlike the heads' own
+    model = build_model(load_config(config, pretrained=False))
     with torch.no_grad():
         if hasattr(model, 'roi_head'):
             model.roi_head.bbox_head.fc_cls.bias[0] = 6.0

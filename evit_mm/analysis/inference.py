@@ -17,8 +17,11 @@ def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: b
                           device: str = 'cpu') -> Tuple[nn.Module, Config, str]:
     """``(model, cfg, framework)`` in eval mode on ``device``.
 
-    Without a checkpoint the weights are random (speed and FLOPs do not depend on
-    them); the backbone's pretrained ``init_cfg`` is never downloaded here. With
+    Without a checkpoint the weights are the model's own initialisation (the network's
+    speed does not depend on them; post-processing does, and a head initialised as for
+    training scores like a real model: few boxes above the threshold, where arbitrary
+    weights would send thousands to NMS); the backbone's pretrained ``init_cfg`` is
+    never downloaded here. With
     ``fuse``, the backbone is switched to deploy and mmcv fuses the remaining
     Conv+BN pairs.
     """
@@ -27,6 +30,9 @@ def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: b
     framework = framework_of(cfg)
     if checkpoint:
         load_state_dict_strict(model, extract_state_dict(read_checkpoint(checkpoint), prefix=''))
+    else:  # the heads' own initialisation (e.g. RetinaNet's prior-probability bias), so that
+        # post-processing sees the few confident boxes of a real model, not thousands
+        model.init_weights()
     model.eval()
     if fuse:
         fuse_model(model)
