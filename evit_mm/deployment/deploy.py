@@ -196,10 +196,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         help="also write mmdeploy's SDK files (deploy/pipeline/detail.json)")
     parser.add_argument('--iters', type=int, default=10, help='timed rounds (after 2 warm-up)')
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch and the backend')
-    parser.add_argument('--log-level', default='WARNING', help="mmengine's log level")
     args = parser.parse_args(argv)
-    from mmengine.logging import MMLogger
-    MMLogger.get_current_instance().setLevel(args.log_level)
     try:
         record = deploy(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img,
                         args.work_dir, args.test_img, iters=args.iters, threads=args.threads,
