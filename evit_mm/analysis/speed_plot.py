@@ -16,7 +16,8 @@ import json
 import os.path as osp
 from typing import List, Optional
 
-BACKENDS = ('onnxruntime', 'openvino')
+from ..deployment.backends import BACKENDS
+
 # RetinaNet 1x, COCO val2017 box AP as the papers report it (the model zoo's paper column)
 REPORTED_RETINANET_AP = {'retinanet_m4': ('EfficientViT-M4', 32.7),
                          'retinanet_s4': ('SHViT-S4', 38.8)}

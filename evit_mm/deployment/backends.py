@@ -24,7 +24,7 @@ from ..config import MissingExtraError
 from . import dense_head
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
-BACKENDS = ('onnxruntime', 'openvino')
+BACKENDS = ('onnxruntime', 'openvino')  # also the names of their Python modules
 
 
 class DeployStackMissingError(MissingExtraError):
@@ -85,7 +85,7 @@ def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: s
     from mmdeploy.apis.core.pipeline_manager import no_mp
     from mmdeploy.apis.onnx import export
     from mmdeploy.utils import get_dynamic_axes, get_onnx_config
-    dense_head.register()  # mmdet's pre-NMS top-k instead of mmdeploy's approximation
+    dense_head.register(BACKENDS)  # mmdet's pre-NMS top-k instead of mmdeploy's approximation
     onnx_cfg = get_onnx_config(deploy_cfg)
     names = onnx_cfg['input_names'] + onnx_cfg['output_names']
     prefix = osp.join(work_dir, osp.splitext(onnx_cfg.get('save_file', 'end2end.onnx'))[0])

@@ -10,13 +10,14 @@ mmdet; the NMS after it is mmdeploy's (standard ONNX ``NonMaxSuppression``). Hea
 score factors (FCOS, ATSS, ...) or softmax classifiers keep mmdeploy's own rewrite.
 
 It is registered in mmdeploy's rewriter registry for our two backends when
-:func:`register` is first called (by the export in :mod:`.backends`), and applies only
-inside mmdeploy's export context.
+:func:`register` is first called (by the export in :mod:`.backends`, with its backends),
+and applies only inside mmdeploy's export context.
 """
+from typing import Sequence
+
 import torch
 
 FUNC = 'mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat'
-BACKENDS = ('onnxruntime', 'openvino')
 _registered = False
 
 
@@ -84,12 +85,12 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
         pre_top_k=post.pre_top_k, keep_top_k=cfg.get('max_per_img', post.keep_top_k))
 
 
-def register() -> None:
-    """Register :func:`predict_by_feat` for our backends in mmdeploy (once)."""
+def register(backends: Sequence[str]) -> None:
+    """Register :func:`predict_by_feat` for ``backends`` in mmdeploy (once)."""
     global _registered
     if _registered:
         return
     from mmdeploy.core import FUNCTION_REWRITER
-    for backend in BACKENDS:
+    for backend in backends:
         FUNCTION_REWRITER.register_rewriter(FUNC, backend=backend)(predict_by_feat)
     _registered = True

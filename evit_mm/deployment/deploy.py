@@ -33,7 +33,6 @@ from .backends import (backend_of, build_backend_model, export_end2end, require,
                        save_openvino_model)
 from .parity import ParityError, Tolerances, compare_results
 
-RUNTIME_MODULE = dict(onnxruntime='onnxruntime', openvino='openvino')
 DEPLOY_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
                           'configs', 'deploy')
 
@@ -95,7 +94,7 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
                     threads: int) -> Deployment:
     """Build the fused model, export it end to end with ``image`` and load the backend."""
     backend = backend_of(deploy_cfg)
-    require('mmdeploy', 'onnx', RUNTIME_MODULE[backend])
+    require('mmdeploy', 'onnx', backend)  # each backend's Python module has its name
     from mmdeploy.apis.utils import build_task_processor
     from mmdeploy.utils import get_input_shape
     os.makedirs(work_dir, exist_ok=True)
@@ -123,7 +122,7 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
            tolerances: Optional[Tolerances] = None) -> dict:
     """Export, check parity on every image, time; return (and write) the record."""
     deploy_cfg = read_deploy_config(deploy_cfg_path)
-    require('mmdeploy', 'onnx', RUNTIME_MODULE[backend_of(deploy_cfg)])
+    require('mmdeploy', 'onnx', backend_of(deploy_cfg))
     if threads:
         torch.set_num_threads(threads)
     for path in [image] + list(test_images or []):
