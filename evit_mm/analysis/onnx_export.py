@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..cli import exits_on_user_errors
+from ..deployment.backends import ONNXRuntimeRunner
 from .inference import RawNetwork, build_inference_model
 from .records import default_work_dir
 from .timing import summarize, time_calls
@@ -26,7 +27,6 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
                 backbone_only: bool = False, dynamic: bool = False, opset: int = 17,
                 tolerance: float = 1e-4, iters: int = 10, warmup: int = 2) -> dict:
     """Export, compare and time; return a record with ``max_abs_diff`` and both FPS."""
-    import onnxruntime as ort
     model, _, _ = build_inference_model(config, checkpoint, fuse=True)
     network = model.backbone if backbone_only else RawNetwork(model)
     network.eval()
@@ -42,11 +42,9 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
     with torch.no_grad():
         torch.onnx.export(network, (x,), out_file, input_names=['input'], output_names=names,
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(out_file, options, providers=['CPUExecutionProvider'])
+    session = ONNXRuntimeRunner(out_file, names, torch.get_num_threads())
     feed = {'input': x.numpy()}
-    got = session.run(None, feed)
+    got = session.run(feed)
     diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
     record = dict(config=config, onnx=out_file, shape=list(shape), dynamic=dynamic,
                   part='backbone' if backbone_only else 'network', outputs=len(names),
@@ -59,7 +57,7 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
         y = torch.randn(1, 3, *other)
         with torch.no_grad():
             expected = network(y)
-        got = session.run(None, {'input': y.numpy()})
+        got = session.run({'input': y.numpy()})
         record['dynamic_check_shape'] = list(other)
         record['dynamic_max_abs_diff'] = max(
             float(np.abs(g - e.numpy()).max()) if g.shape == e.shape else float('inf')
@@ -72,7 +70,7 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
                 f'with a fixed --shape, or the backbone alone (--backbone-only).')
     record['torch_fps'] = summarize(time_calls(lambda: network(x), iters, warmup))['fps']
     record['onnxruntime_fps'] = summarize(
-        time_calls(lambda: session.run(None, feed), iters, warmup))['fps']
+        time_calls(lambda: session.run(feed), iters, warmup))['fps']
     return record
 
 
