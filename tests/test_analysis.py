@@ -232,8 +232,9 @@ def test_speed_plot_from_benchmark_records(tmp_path, capsys):
     backbones = dict(env=dict(device_name='cpu', threads=2, torch='2.13'), batch_size=8,
                      backbones={'EfficientViT-M4': row, 'ResNet-50 (mmdet)': row})
     (tmp_path / 'b.json').write_text(json.dumps(backbones))
-    deploy = dict(cases=dict(retinanet_m4=dict(ms=dict(pytorch=4000.0, onnxruntime=1600.0,
-                                                       openvino=900.0))))
+    deploy = dict(cases=dict(retinanet_m4=dict(
+        config='configs/detection/retinanet_evit_m4.py',
+        ms=dict(pytorch=4000.0, onnxruntime=1600.0, openvino=900.0))))
     (tmp_path / 'd.json').write_text(json.dumps(deploy))
     titles = speed_plot_main(['--backbones', str(tmp_path / 'b.json'), '--deploy',
                               str(tmp_path / 'd.json'), '--out', str(tmp_path / 's.png')])

@@ -26,6 +26,14 @@ PAPER_RESULTS = {
     'retinanet_shvit_s4': 'box AP 38.8',
     'mask_rcnn_shvit_s4': 'box AP 39.0, mask AP 35.9',
 }
+
+
+def reported_box_ap(name: str) -> Optional[float]:
+    """The papers' COCO box AP for a config name such as ``retinanet_evit_m4``, if any."""
+    match = re.search(r'box AP ([\d.]+)', PAPER_RESULTS.get(name, ''))
+    return float(match.group(1)) if match else None
+
+
 METHODS = {'retinanet': 'RetinaNet', 'mask_rcnn': 'Mask R-CNN', 'fpn': 'Semantic FPN'}
 
 
@@ -37,7 +45,7 @@ def _read_json(path: str) -> Optional[dict]:
         return None
 
 
-def _describe_config(name: str) -> dict:
+def describe_config(name: str) -> dict:
     """Backbone, method and schedule from a config name such as ``retinanet_evit_m4``."""
     match = re.match(r'(retinanet|mask_rcnn|fpn)_(evit|shvit)_([ms]\d)', name)
     if not match:
@@ -60,7 +68,7 @@ def collect(work_dir: str) -> dict:
     config = next((r.get('config') for r in [metrics, *benchmarks, *flops] if r and
                    r.get('config')), None)
     row['config'] = config or osp.basename(osp.normpath(work_dir))
-    row.update(_describe_config(osp.splitext(osp.basename(row['config']))[0]))
+    row.update(describe_config(osp.splitext(osp.basename(row['config']))[0]))
     backend_runs = [r for r in benchmarks if r.get('backend', 'pytorch') != 'pytorch']
     benchmarks = [r for r in benchmarks if r.get('backend', 'pytorch') == 'pytorch']
     if metrics and not metrics.get('demo'):

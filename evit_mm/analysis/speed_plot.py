@@ -17,10 +17,9 @@ import os.path as osp
 from typing import List, Optional
 
 from ..deployment.backends import BACKENDS
+from .model_zoo import describe_config, reported_box_ap
+from .records import config_name
 
-# RetinaNet 1x, COCO val2017 box AP as the papers report it (the model zoo's paper column)
-REPORTED_RETINANET_AP = {'retinanet_m4': ('EfficientViT-M4', 32.7),
-                         'retinanet_s4': ('SHViT-S4', 38.8)}
 
 
 def _best_backend(values: dict, higher_is_better: bool) -> tuple:
@@ -83,10 +82,13 @@ def plot(backbone_json: str, deploy_json: Optional[str], out_file: str) -> List[
 
     if deploy:
         ax = axes[2]
-        for case, (label, ap) in REPORTED_RETINANET_AP.items():
-            if case not in deploy['cases']:
+        for case in deploy['cases'].values():
+            name = config_name(case['config'])
+            ap = reported_box_ap(name)  # the model zoo's paper column
+            if ap is None or not name.startswith('retinanet'):
                 continue
-            ms = deploy['cases'][case]['ms']
+            label = describe_config(name)['backbone']
+            ms = case['ms']
             backend, best = _best_backend(ms, higher_is_better=False)
             ax.scatter([1000 / ms['pytorch']], [ap], marker='o', color='tab:green')
             ax.scatter([1000 / best], [ap], marker='^', color='tab:green')
