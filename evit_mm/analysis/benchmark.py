@@ -24,6 +24,15 @@ from .records import benchmark_filename, default_work_dir, write_record
 from .timing import environment, matmul_peak_gflops, summarize, time_calls, time_interleaved
 
 
+BATCH_NEEDS_BACKBONE = ("--batch-size > 1 times backbones (images per second, the papers' "
+                        'throughput convention); add --backbone-only.')
+
+
+def _check_batch_size(batch_size: int, backbone_only: bool) -> None:
+    if batch_size > 1 and not backbone_only:
+        raise ValueError(BATCH_NEEDS_BACKBONE)
+
+
 def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
               backbone_only: bool = False, fuse: bool = False, device: str = 'cpu',
               channels_last: bool = False, iters: int = 20, warmup: int = 5,
@@ -32,9 +41,7 @@ def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
     """Time one model and return the JSON record (see module docstring)."""
     if threads:
         torch.set_num_threads(threads)
-    if batch_size > 1 and not backbone_only:
-        raise ValueError('--batch-size > 1 times backbones (the papers\' throughput '
-                         'convention); add --backbone-only.')
+    _check_batch_size(batch_size, backbone_only)
     height, width = shape
     model, _, framework = build_inference_model(config, checkpoint, fuse=fuse, device=device)
     x = torch.randn(batch_size, 3, height, width, device=device)
@@ -67,6 +74,7 @@ def benchmark_backend(config: str, backend: str, checkpoint: Optional[str] = Non
                       iters: int = 20, warmup: int = 5, threads: Optional[int] = None,
                       work_dir: Optional[str] = None) -> dict:
     """Time the exported model in ``backend`` and the fused PyTorch model, interleaved."""
+    _check_batch_size(batch_size, backbone_only)
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -82,8 +90,6 @@ def benchmark_backend(config: str, backend: str, checkpoint: Optional[str] = Non
                    backend=lambda: runner({'input': x}))
         flops = backbone_flops(model.backbone, height, width)
     else:
-        if batch_size > 1:
-            raise ValueError('--batch-size > 1 times backbones; add --backbone-only.')
         pair = export_and_load(deploy_config_for(config, backend, shape), config, checkpoint,
                                np.random.RandomState(0).randint(0, 256, (height, width, 3),
                                                                 dtype=np.uint8),
@@ -150,8 +156,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     if not osp.isfile(args.config):
         parser.error(f'config file not found: {args.config}')
     if args.batch_size > 1 and not args.backbone_only:
-        parser.error('--batch-size > 1 times backbones (images per second); add '
-                     '--backbone-only.')
+        parser.error(BATCH_NEEDS_BACKBONE)
     if args.backend == 'pytorch':
         record = benchmark(args.config, args.checkpoint, tuple(args.shape), args.backbone_only,
                            args.fuse, args.device, args.channels_last, args.iters,
