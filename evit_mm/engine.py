@@ -126,19 +126,20 @@ class TestSpeedHook(Hook):
         self._seconds = 0.0
         self._images = 0
         self._calls = 0
+        self._warmup = warmup
 
     def before_test(self, runner) -> None:
         model = runner.model.module if hasattr(runner.model, 'module') else runner.model
         if self.fuse:
             fuse_model(model)
         self._seconds, self._images, self._calls = 0.0, 0, 0
-        warmup = min(self.warmup, len(runner.test_dataloader) // 2)
+        self._warmup = min(self.warmup, len(runner.test_dataloader) // 2)
         test_step = runner.model.test_step
 
         def timed_test_step(data):
             start = time.perf_counter()
             outputs = test_step(data)
-            if self._calls >= warmup:
+            if self._calls >= self._warmup:
                 self._seconds += time.perf_counter() - start
                 self._images += len(outputs)
             self._calls += 1
@@ -147,10 +148,9 @@ class TestSpeedHook(Hook):
 
     def after_test(self, runner) -> None:
         del runner.model.test_step
-        loader = runner.test_dataloader
-        warmup = min(self.warmup, len(runner.test_dataloader) // 2, self._calls)
         self.speed = dict(fps=self._images / self._seconds if self._seconds else None,
-                          images_timed=self._images, warmup_iters=warmup,
-                          batch_size=loader.batch_size, fused=self.fuse,
+                          images_timed=self._images,
+                          warmup_iters=min(self._warmup, self._calls),
+                          batch_size=runner.test_dataloader.batch_size, fused=self.fuse,
                           device=str(next(runner.model.parameters()).device),
                           threads=torch.get_num_threads(), world_size=runner.world_size)
