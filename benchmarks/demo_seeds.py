@@ -91,14 +91,13 @@ def main() -> None:
         print('  ' + '; '.join(f'{m}: mean {row[m]["mean"]:.3f}, range {row[m]["min"]:.3f}-'
                                f'{row[m]["max"]:.3f}' for m in metrics)
               + f'; floor {floor}: {"MET" if row["every_seed_reaches_floor"] else "MISSED"}')
-    out = OUT
     previous = []
-    if osp.exists(out):  # keep the rows of demos not run this time (--only)
-        with open(out) as f:
+    if osp.exists(OUT):  # keep the rows of demos not run this time (--only)
+        with open(OUT) as f:
             done = {row['config'] for row in summary}
             previous = [r for r in json.load(f) if r['config'] not in done]
     order = [config for config, _, _ in DEMOS]
-    with open(out, 'w') as f:
+    with open(OUT, 'w') as f:
         json.dump(sorted(previous + summary, key=lambda r: order.index(r['config'])), f, indent=2)
 
 
