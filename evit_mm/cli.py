@@ -18,12 +18,14 @@ from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
 from .checkpoint import CheckpointError
-from .config import MissingExtraError, framework_of, init_cpu_distributed, load_config
-from .data_checks import DataError, add_box_filter, find_empty_dataset
-from .engine import TestSpeedHook
-from .runtime import DatasetMissingError, apply_demo, check_dataset, iter_datasets
+from .config import (ConfigError, MissingExtraError, framework_of, init_cpu_distributed,
+                     load_config)
+from .data_checks import DataError, add_box_filter, check_ignore_index, find_empty_dataset
+from .engine import EvalSpeedHook
+from .runtime import (DatasetMissingError, apply_demo, check_dataset, iter_datasets,
+                      set_data_root)
 
-USER_ERRORS = (CheckpointError, DataError, DatasetMissingError, MissingExtraError)
+USER_ERRORS = (CheckpointError, ConfigError, DataError, DatasetMissingError, MissingExtraError)
 DEMO_SEED = 0
 Main = TypeVar('Main', bound=Callable)
 
@@ -57,6 +59,9 @@ def _common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher for distributed runs')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--data-root', metavar='PATH',
+                        help="dataset root for every dataloader (replaces the config's data_root) "
+                             'and for the evaluators\' annotation files under the old root')
     parser.add_argument('--demo', action='store_true',
                         help='run on a small generated dataset in the real format (no COCO/ADE20K '
                              'needed), with a CPU-sized scale and schedule')
@@ -81,8 +86,14 @@ def _load_config(args: argparse.Namespace) -> tuple:
         if args.cfg_options:
             cfg.merge_from_dict(args.cfg_options)
     else:
+        if args.data_root:
+            set_data_root(cfg, args.data_root)
         check_dataset(cfg)
         notes = []
+    if framework == 'mmseg':
+        check_ignore_index(cfg)
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+        dict(type='evit_mm.LabelRangeHook', framework=framework)]
     return cfg, framework, notes
 
 
@@ -137,6 +148,8 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         cfg.resume, cfg.load_from = True, args.resume
     notes += _guard_training(cfg, framework, args.strict_boxes)
     runner = _build_runner(cfg)
+    speed_hook = EvalSpeedHook()
+    runner.register_hook(speed_hook)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
     try:
@@ -147,9 +160,9 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         raise
     metrics = _last_metrics(runner)
     if runner.rank == 0:
-        _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics)
-    if args.demo:
-        _print_demo_summary(metrics, framework)
+        _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics,
+                       speed_hook.speed)
+        print(summary_line('train', metrics, framework, speed_hook.speed, args.demo))
     return metrics
 
 
@@ -198,24 +211,25 @@ def _last_metrics(runner) -> dict:
     return {k[len('val/'):]: v.current() for k, v in scalars.items() if k.startswith('val/')}
 
 
-def _print_demo_summary(metrics: dict, framework: str) -> None:
-    keys = (['coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'] if framework == 'mmdet'
-            else ['mIoU', 'aAcc'])
-    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in keys if k in metrics) or 'no metrics'
-    print(f'\n[evit_mm] DEMO RESULT (synthetic demo data, not COCO/ADE20K): {shown}\n')
+MAIN_METRICS = {'mmdet': ('coco/bbox_mAP', 'coco/segm_mAP', 'pascal_voc/mAP'),
+                'mmseg': ('mIoU', 'aAcc')}
 
 
-def test_summary_line(metrics: dict, framework: str, speed: dict) -> str:
-    """The final metrics and the speed they were measured at, on one line."""
-    keys = (['coco/bbox_mAP', 'coco/segm_mAP'] if framework == 'mmdet' else ['mIoU', 'aAcc'])
-    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in keys if k in metrics)
-    fps = f"{speed['fps']:.2f} FPS" if speed.get('fps') else 'FPS – (too few images to time)'
-    ranks = f"; rank 0 of {speed['world_size']}" if speed['world_size'] > 1 else ''
-    return (f"[evit_mm test] {shown or 'no metrics'} | {fps} ({speed['device']}, "
-            f"{speed['threads']} threads, batch {speed['batch_size']}, "
-            f"{'fused' if speed['fused'] else 'not fused'}; {speed['images_timed']} images "
-            f"timed after {speed['warmup_iters']} warm-up iterations; model test_step only, "
-            f"no data loading or evaluation{ranks})")
+def summary_line(tool: str, metrics: dict, framework: str, speed: dict, demo: bool) -> str:
+    """The final metrics and the speed of that evaluation, on one line."""
+    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in MAIN_METRICS[framework]
+                      if k in metrics)
+    if not speed:
+        timing = 'FPS – (no evaluation ran)'
+    else:
+        fps = f"{speed['fps']:.2f} FPS" if speed.get('fps') else 'FPS – (too few images to time)'
+        ranks = f"; rank 0 of {speed['world_size']}" if speed['world_size'] > 1 else ''
+        timing = (f"{fps} ({speed['device']}, {speed['threads']} threads, batch "
+                  f"{speed['batch_size']}, {'fused' if speed['fused'] else 'not fused'}; "
+                  f"{speed['images_timed']} images timed after {speed['warmup_iters']} warm-up "
+                  f"iterations; model step only, no data loading or evaluation{ranks})")
+    data = ' on synthetic demo data, not COCO/ADE20K' if demo else ''
+    return f"[evit_mm {tool}] {shown or 'no metrics'}{data} | {timing}"
 
 
 @exits_on_user_errors('test')
@@ -244,7 +258,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     runner = _build_runner(cfg)
-    speed_hook = TestSpeedHook(fuse=args.fuse)
+    speed_hook = EvalSpeedHook(fuse=args.fuse)
     runner.register_hook(speed_hook)
     for note in notes:
         print_log(f'[evit_mm] {note}', logger='current')
@@ -257,9 +271,7 @@ def test_main(argv: Optional[List[str]] = None) -> dict:
     if runner.rank == 0:
         _write_metrics(osp.join(cfg.work_dir, 'test_metrics.json'), args, metrics,
                        speed_hook.speed)
-        print(test_summary_line(metrics, framework, speed_hook.speed))
-    if args.demo:
-        _print_demo_summary(metrics, framework)
+        print(summary_line('test', metrics, framework, speed_hook.speed, args.demo))
     return metrics
 
 

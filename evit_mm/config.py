@@ -6,9 +6,11 @@ the device; :func:`build_model` builds ``cfg.model``. Nothing here imports mmdet
 or mmseg until a config asks for that framework, and a missing framework is
 reported with the pip extra that installs it.
 """
+import ast
 import importlib
 import os
-from typing import List, Optional, Union
+import os.path as osp
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -19,6 +21,13 @@ from mmengine.registry import MODELS
 
 FRAMEWORKS = {'mmdet': 'det', 'mmseg': 'seg'}  # framework: evit_mm extra that installs it
 PACKAGES = {'mmdet': 'mmdet', 'mmsegmentation': 'mmseg'}  # pip distribution: module
+
+
+CONFIGS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+
+
+class ConfigError(ValueError):
+    """A config cannot be read or its settings contradict each other; the message says the fix."""
 
 
 class MissingExtraError(ImportError):
@@ -52,13 +61,62 @@ def register_framework(framework: str) -> None:
     utils.register_all_modules(init_default_scope=True)
 
 
+def _base_files(path: str) -> List[str]:
+    """The local (not ``pkg::``) ``_base_`` entries of a config file, as written."""
+    try:
+        tree = ast.parse(open(path, encoding='utf-8').read())
+    except (OSError, SyntaxError, ValueError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == '_base_' for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            bases = [value] if isinstance(value, str) else list(value)
+            return [b for b in bases if isinstance(b, str) and '::' not in b]
+    return []
+
+
+def missing_base(path: str) -> Optional[Tuple[str, str, str]]:
+    """``(config, base as written, resolved path)`` of the first ``_base_`` that does not exist
+    in the inheritance chain of ``path``, or None."""
+    for base in _base_files(path):
+        resolved = osp.normpath(osp.join(osp.dirname(path), base))
+        if not osp.isfile(resolved):
+            return path, base, resolved
+        deeper = missing_base(resolved)
+        if deeper:
+            return deeper
+    return None
+
+
+def _missing_base_message(config: str, base: str, resolved: str) -> str:
+    name = osp.basename(base)
+    ours = sorted(osp.join(root, name) for root, _, files in os.walk(CONFIGS_DIR)
+                  if name in files)
+    fix = (f"set _base_ = '{ours[0]}' in {config}, or keep the copy in the template's folder"
+           if ours else 'correct the path (it is relative to the config\'s own folder), or give '
+                        'an absolute path')
+    return (f"Config {config} names _base_ '{base}', which is not there ({resolved}); "
+            f'_base_ paths are relative to the config\'s own folder. Fix: {fix}.')
+
+
 def _read(path: str) -> Config:
+    if not osp.isfile(path):
+        raise ConfigError(f'Config file not found: {path}.')
     try:
         return Config.fromfile(path)
     except ModuleNotFoundError as exc:  # mmengine: "<package> is not installed" for a pkg:: base
         missing = [module for package, module in PACKAGES.items() if package in str(exc)]
         if missing:
             raise FrameworkMissingError(missing[0]) from exc
+        raise
+    except FileNotFoundError as exc:
+        found = missing_base(osp.abspath(path))
+        if found:
+            raise ConfigError(_missing_base_message(*found)) from exc
         raise
 
 

@@ -12,7 +12,8 @@ from mmengine.hooks import Hook
 from mmengine.model import MMDistributedDataParallel
 
 from .analysis.inference import fuse_model
-from .data_checks import DataError, check_training_data
+from .data_checks import (MMSEG_IGNORE_INDEX, DataError, check_batch_labels, check_training_data,
+                          head_num_classes)
 from .registry import HOOKS, MODEL_WRAPPERS
 
 
@@ -67,6 +68,47 @@ class DatasetCheckHook(Hook):
         check_training_data(runner.cfg.model, datasets, self.framework, self.strict_boxes)
 
 
+@HOOKS.register_module()
+class LabelRangeHook(Hook):
+    """Check every training and evaluation batch's labels against the heads' classes (and,
+    mmseg, the ignore index) before they reach a loss or a metric, so a stray label value
+    anywhere in the data stops the run with a :class:`DataError` naming it and its file."""
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, framework: str) -> None:
+        self.framework = framework
+        self.limits: Optional[tuple] = None
+
+    def before_run(self, runner) -> None:
+        heads = {k: v for k, v in head_num_classes(runner.cfg.model).items()
+                 if not k.endswith('rpn_head.num_classes')}
+        if not heads:
+            return
+        setting = min(heads, key=heads.get)
+        ignore = None
+        if self.framework == 'mmseg':
+            head = runner.cfg.model.get('decode_head')
+            head = head[0] if isinstance(head, (list, tuple)) else head
+            ignore = (head or {}).get('ignore_index', MMSEG_IGNORE_INDEX)
+        self.limits = (heads[setting], setting, ignore)
+
+    def _check(self, data_batch) -> None:
+        if self.limits is not None:
+            num_classes, setting, ignore = self.limits
+            check_batch_labels((data_batch or {}).get('data_samples') or [], self.framework,
+                               num_classes, setting, ignore)
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check(data_batch)
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check(data_batch)
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        self._check(data_batch)
+
+
 def _image_files(data_batch) -> List[str]:
     samples = (data_batch or {}).get('data_samples') or []
     return [s.metainfo.get('img_path', '?') for s in samples if hasattr(s, 'metainfo')]
@@ -108,13 +150,14 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
 
 @HOOKS.register_module()
-class TestSpeedHook(Hook):
-    """Time the model's ``test_step`` (preprocessing, forward, post-processing) over the
-    test set; data loading, evaluation and the first ``warmup`` iterations are excluded.
+class EvalSpeedHook(Hook):
+    """Time the model's ``test_step`` / ``val_step`` (preprocessing, forward,
+    post-processing) over the test set or each validation; data loading, evaluation and
+    the first ``warmup`` iterations are excluded.
 
-    Short test sets warm up for at most half their iterations. With ``fuse=True`` the
-    loaded model is fused first (backbone ``switch_to_deploy`` and Conv+BN folding).
-    The result is in :attr:`speed` after the test.
+    Short evaluations warm up for at most half their iterations. With ``fuse=True`` the
+    model is fused before the test (backbone ``switch_to_deploy`` and Conv+BN folding).
+    :attr:`speed` holds the figures of the latest evaluation.
     """
 
     priority = 'VERY_LOW'
@@ -128,29 +171,40 @@ class TestSpeedHook(Hook):
         self._calls = 0
         self._warmup = warmup
 
-    def before_test(self, runner) -> None:
-        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
-        if self.fuse:
-            fuse_model(model)
+    def _start(self, runner, step: str, dataloader) -> None:
         self._seconds, self._images, self._calls = 0.0, 0, 0
-        self._warmup = min(self.warmup, len(runner.test_dataloader) // 2)
-        test_step = runner.model.test_step
+        self._warmup = min(self.warmup, len(dataloader) // 2)
+        original = getattr(runner.model, step)
 
-        def timed_test_step(data):
+        def timed_step(data):
             start = time.perf_counter()
-            outputs = test_step(data)
+            outputs = original(data)
             if self._calls >= self._warmup:
                 self._seconds += time.perf_counter() - start
                 self._images += len(outputs)
             self._calls += 1
             return outputs
-        runner.model.test_step = timed_test_step  # an instance attribute, removed after
+        setattr(runner.model, step, timed_step)  # an instance attribute, removed after
 
-    def after_test(self, runner) -> None:
-        del runner.model.test_step
+    def _stop(self, runner, step: str, dataloader) -> None:
+        delattr(runner.model, step)
         self.speed = dict(fps=self._images / self._seconds if self._seconds else None,
                           images_timed=self._images,
                           warmup_iters=min(self._warmup, self._calls),
-                          batch_size=runner.test_dataloader.batch_size, fused=self.fuse,
+                          batch_size=dataloader.batch_size, fused=self.fuse,
                           device=str(next(runner.model.parameters()).device),
                           threads=torch.get_num_threads(), world_size=runner.world_size)
+
+    def before_test(self, runner) -> None:
+        if self.fuse:
+            fuse_model(runner.model.module if hasattr(runner.model, 'module') else runner.model)
+        self._start(runner, 'test_step', runner.test_dataloader)
+
+    def after_test(self, runner) -> None:
+        self._stop(runner, 'test_step', runner.test_dataloader)
+
+    def before_val(self, runner) -> None:
+        self._start(runner, 'val_step', runner.val_dataloader)
+
+    def after_val(self, runner) -> None:
+        self._stop(runner, 'val_step', runner.val_dataloader)

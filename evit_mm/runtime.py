@@ -32,6 +32,32 @@ def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
             yield loader, dataset
 
 
+def iter_evaluators(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
+    """``(setting, metric cfg)`` of every metric of ``val_evaluator`` and ``test_evaluator``."""
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(key)
+        if isinstance(evaluators, (list, tuple)):
+            yield from ((f'{key}[{i}]', metric) for i, metric in enumerate(evaluators))
+        elif evaluators:
+            yield key, evaluators
+
+
+def set_data_root(cfg: Config, data_root: str) -> None:
+    """Point every dataset, and every evaluator file under a dataset's old root, at
+    ``data_root`` (``--data-root``)."""
+    old_roots = set()
+    for _, dataset in iter_datasets(cfg):
+        if dataset.get('data_root'):
+            old_roots.add(str(dataset['data_root']))
+        dataset['data_root'] = data_root
+    for _, metric in iter_evaluators(cfg):
+        ann_file = metric.get('ann_file')
+        for old in sorted(old_roots, key=len, reverse=True):
+            if ann_file and ann_file.startswith(old):
+                metric['ann_file'] = os.path.join(data_root, ann_file[len(old):].lstrip('/'))
+                break
+
+
 def _expected_paths(dataset: ConfigDict) -> List[str]:
     root = dataset.get('data_root', '') or ''
     paths = []
@@ -43,22 +69,31 @@ def _expected_paths(dataset: ConfigDict) -> List[str]:
     return paths or [root]
 
 
-def check_dataset(cfg: Config) -> None:
-    """Raise :class:`DatasetMissingError` naming the first missing dataset path."""
+def _needed_files(cfg: Config) -> Iterator[Tuple[str, str]]:
+    """``(setting, path)`` of every dataset path and evaluator annotation file of ``cfg``."""
     for loader, dataset in iter_datasets(cfg):
         for path in _expected_paths(dataset):
-            if os.path.exists(path):
-                continue
-            benchmark = [help for root, help in BENCHMARKS.items()
-                         if os.path.normpath(path).startswith(root)]
-            if benchmark:
-                hint = (f'{benchmark[0]}; or point the config at your copy with --cfg-options '
-                        f'{loader}.dataset.data_root=PATH. To try the pipeline without the '
-                        'dataset, add --demo: it trains and tests on a small generated dataset.')
-            else:
-                hint = ('Check data_root, ann_file and data_prefix in the config (for your own '
-                        'data: the templates in configs/*/custom/).')
-            raise DatasetMissingError(f'Dataset not found: {path} (needed by {loader}). {hint}')
+            yield loader, path
+    for key, metric in iter_evaluators(cfg):
+        if metric.get('ann_file'):
+            yield key, metric['ann_file']
+
+
+def check_dataset(cfg: Config) -> None:
+    """Raise :class:`DatasetMissingError` naming the first missing dataset or evaluator file."""
+    for loader, path in _needed_files(cfg):
+        if os.path.exists(path):
+            continue
+        benchmark = [help for root, help in BENCHMARKS.items()
+                     if os.path.normpath(path).startswith(root)]
+        if benchmark:
+            hint = (f'{benchmark[0]}; or point the run at your copy with --data-root PATH '
+                    '(every dataset and evaluator file). To try the pipeline without the '
+                    'dataset, add --demo: it trains and tests on a small generated dataset.')
+        else:
+            hint = ('Check data_root, ann_file and data_prefix in the config (for your own '
+                    'data: the templates in configs/*/custom/).')
+        raise DatasetMissingError(f'Dataset not found: {path} (needed by {loader}). {hint}')
 
 
 def _local_checkpoint(init_cfg: Optional[dict]) -> Optional[str]:

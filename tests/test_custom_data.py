@@ -113,8 +113,8 @@ def voc_dataset(root: Path, degenerate: bool = False) -> Path:
     return root
 
 
-def folder_dataset(root: Path) -> Path:
-    ade = make_ade20k_demo(str(root / 'generated'), 8, 4)
+def folder_dataset(root: Path, num_train: int = 8) -> Path:
+    ade = make_ade20k_demo(str(root / 'generated'), num_train, 4)
     lut = np.zeros(256, np.uint8)
     for index, name in enumerate(SEG_CLASSES[1:], start=1):
         lut[ADE_INDEX[name]] = index
@@ -150,6 +150,9 @@ def test_template_trains_and_evaluates(tmp_path, template, make, classes, size, 
     assert 0.0 <= record['metrics'][metric] <= (100.0 if metric == 'mIoU' else 1.0)
     log = result.stdout + result.stderr
     assert 'norm_eval switched off' in log  # no pretrained backbone in this test
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f'[evit_mm train] {metric}={record["metrics"][metric]:.3f}')
+    assert f"| {record['speed']['fps']:.2f} FPS (cpu" in last
 
 
 # ---- mistakes caught before training ----------------------------------------------------------------

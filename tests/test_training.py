@@ -2,6 +2,7 @@
 and a two-process CPU (gloo) distributed run through tools/dist_train.sh."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,7 +70,9 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
               '--cfg-options', *DETERMINISTIC, *extra, *test_options]
     # uninterrupted
     out = _run('train.py', *common, '--work-dir', str(tmp_path / 'full'), cwd=tmp_path)
-    assert 'DEMO RESULT (synthetic demo data' in out
+    last = out.strip().splitlines()[-1]  # the metric and the FPS of the final evaluation
+    assert last.startswith('[evit_mm train] ') and ' on synthetic demo data, not COCO/ADE20K | ' \
+        in last and re.search(r'\| \d+\.\d\d FPS \(cpu, ', last), last
     assert 'Backbone trained from scratch' in out
     full = _losses(tmp_path / 'full')
     validated = json.loads((tmp_path / 'full' / 'val_metrics.json').read_text())

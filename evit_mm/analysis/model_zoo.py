@@ -59,8 +59,8 @@ def describe_config(name: str) -> dict:
 def collect(work_dir: str) -> dict:
     """One table row from one work dir (values absent when not measured)."""
     row: Dict[str, object] = dict(work_dir=work_dir)
-    metrics = (_read_json(osp.join(work_dir, 'test_metrics.json'))
-               or _read_json(osp.join(work_dir, 'val_metrics.json')))
+    tested = _read_json(osp.join(work_dir, 'test_metrics.json'))
+    metrics = tested or _read_json(osp.join(work_dir, 'val_metrics.json'))
     benchmarks = [r for r in map(_read_json, sorted(glob.glob(osp.join(
         work_dir, 'benchmark_model*.json')))) if r]
     flops = [r for r in map(_read_json, sorted(glob.glob(osp.join(
@@ -72,7 +72,7 @@ def collect(work_dir: str) -> dict:
     backend_runs = [r for r in benchmarks if r.get('backend', 'pytorch') != 'pytorch']
     benchmarks = [r for r in benchmarks if r.get('backend', 'pytorch') == 'pytorch']
     if metrics and not metrics.get('demo'):
-        speed = metrics.get('speed') or {}
+        speed = (tested or {}).get('speed') or {}  # a training run's validation is not fused
         if speed.get('fps'):
             row['fps'] = speed['fps']
             row['fps_note'] = '{} x{}, test set, batch {}{}'.format(

@@ -1,5 +1,6 @@
 # Mask R-CNN + EfficientViT-M4 on your own COCO-format dataset (boxes and polygon or RLE masks). Copy
-# this file and set the three values below; everything else comes from ../mask_rcnn_evit_m4.py.
+# this file next to itself (configs/detection/custom/, where its _base_ resolves) and set the three
+# values below; everything else comes from ../mask_rcnn_evit_m4.py.
 # Expected layout:
 #   data_root/annotations/train.json, data_root/annotations/val.json  (COCO instances format)
 #   data_root/train/<images>, data_root/val/<images>                    ("file_name" in the JSON)

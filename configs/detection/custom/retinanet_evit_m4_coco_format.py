@@ -1,6 +1,7 @@
-# RetinaNet + EfficientViT-M4 on your own COCO-format dataset. Copy this file and set the three values
-# below; everything else (ImageNet-pretrained backbone, neck, optimizer, 12-epoch schedule) comes from
-# ../retinanet_evit_m4.py. Expected layout:
+# RetinaNet + EfficientViT-M4 on your own COCO-format dataset. Copy this file next to itself
+# (configs/detection/custom/, where its _base_ resolves) and set the three values below; everything else
+# (ImageNet-pretrained backbone, neck, optimizer, 12-epoch schedule) comes from ../retinanet_evit_m4.py.
+# Expected layout:
 #   data_root/annotations/train.json, data_root/annotations/val.json  (COCO instances format)
 #   data_root/train/<images>, data_root/val/<images>                    ("file_name" in the JSON)
 _base_ = '../retinanet_evit_m4.py'

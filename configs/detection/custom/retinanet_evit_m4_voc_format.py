@@ -1,5 +1,6 @@
-# RetinaNet + EfficientViT-M4 on your own Pascal VOC-format dataset. Copy this file and set the three
-# values below; everything else comes from ../retinanet_evit_m4.py. Expected layout:
+# RetinaNet + EfficientViT-M4 on your own Pascal VOC-format dataset. Copy this file next to itself
+# (configs/detection/custom/, where its _base_ resolves) and set the three values below; everything else
+# comes from ../retinanet_evit_m4.py. Expected layout:
 #   data_root/Annotations/<id>.xml            (VOC XML: <size>, <object><name>, <bndbox>)
 #   data_root/JPEGImages/<id>.jpg
 #   data_root/ImageSets/Main/train.txt, val.txt   (one <id> per line)
