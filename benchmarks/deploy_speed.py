@@ -44,6 +44,7 @@ CASES = [  # name, config, (H, W), whether the speed targets apply
     ('retinanet_s4', 'configs/detection/retinanet_shvit_s4.py', (800, 1344), False),
 ]
 TARGETS = dict(openvino=3.0, onnxruntime=2.0)
+OUT = osp.join(HERE, 'results', 'deploy_speed.json')
 
 
 def measure(config: str, shape, threads: int, rounds: int, work_root: str) -> dict:
@@ -104,6 +105,7 @@ def main() -> None:
             result = measure(osp.join(REPO, config), shape, args.threads, args.rounds,
                              osp.join(work_root, name))
             result['config'] = config
+            result['env'] = figures['env']
             figures['cases'][name] = result
             print(f"{name} {shape[0]}x{shape[1]}, {args.threads} threads, medians of "
                   f"{args.rounds} interleaved rounds:")
@@ -126,9 +128,26 @@ def main() -> None:
                 print(f'  profile {runtime} ({total:.0f} ms): backbone '
                       f'{ms[runtime + "_backbone"]:.0f} ms, {graph} {body:.0f} ms, the rest '
                       f'(Python post-processing) {total - body:.0f} ms')
-    os.makedirs(osp.join(HERE, 'results'), exist_ok=True)
-    with open(osp.join(HERE, 'results', 'deploy_speed.json'), 'w') as f:
-        json.dump(figures, f, indent=2)
+    os.makedirs(osp.dirname(OUT), exist_ok=True)
+    merged = merge_previous(figures)
+    with open(OUT, 'w') as f:
+        json.dump(merged, f, indent=2)
+    print(f"{OUT}: {', '.join(merged['cases'])}")
+
+
+def merge_previous(figures: dict) -> dict:
+    """Keep the cases of the results file that this run did not measure (``--only``), each
+    with the environment it was measured in."""
+    if not osp.exists(OUT):
+        return figures
+    with open(OUT) as f:
+        previous = json.load(f)
+    cases = {name: dict(case, env=case.get('env', previous.get('env')))
+             for name, case in previous.get('cases', {}).items() if name not in figures['cases']}
+    targets = [t for t in previous.get('targets', [])
+               if t['name'].split(' ')[0] in cases]
+    return dict(figures, cases={**cases, **figures['cases']},
+                targets=targets + figures['targets'])
 
 
 if __name__ == '__main__':

@@ -16,10 +16,23 @@ import json
 import os.path as osp
 from typing import List, Optional
 
+from ..cli import exits_on_user_errors
+from ..config import MissingExtraError
 from ..deployment.backends import BACKENDS
 from .model_zoo import describe_config, reported_box_ap
 from .records import config_name
 
+
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or the extra that installs it."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingExtraError("The speed plot needs matplotlib, which is not installed: pip "
+                                "install 'evit_mm[tools]' (or see tools/install.sh).") from exc
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
 
 
 def _best_backend(values: dict, higher_is_better: bool) -> tuple:
@@ -30,9 +43,7 @@ def _best_backend(values: dict, higher_is_better: bool) -> tuple:
 
 def plot(backbone_json: str, deploy_json: Optional[str], out_file: str) -> List[str]:
     """Draw the panels available from the given files; return their titles."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
     with open(backbone_json) as f:
         speed = json.load(f)
     deploy = None
@@ -111,6 +122,7 @@ def plot(backbone_json: str, deploy_json: Optional[str], out_file: str) -> List[
     return titles
 
 
+@exits_on_user_errors('speed_plot')
 def main(argv: Optional[List[str]] = None) -> List[str]:
     parser = argparse.ArgumentParser(description='Backbone speed plot from the benchmark JSON')
     parser.add_argument('--backbones', default='benchmarks/results/backbone_speed.json')

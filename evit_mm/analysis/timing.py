@@ -60,23 +60,38 @@ def matmul_peak_gflops(device: str = 'cpu', size: int = 2048, iters: int = 10) -
     return 2 * size ** 3 / min(times) / 1e9
 
 
-def _cpu_name() -> str:
+# CPU flags that decide reduced-precision speed: bf16 and int8 (VNNI) units, AMX tiles
+PRECISION_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
+                   'amx_int8')
+
+
+def _cpuinfo(key: str) -> str:
     try:
         with open('/proc/cpuinfo') as f:
             for line in f:
-                if line.startswith('model name'):
+                if line.startswith(key):
                     return line.split(':', 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return ''
+
+
+def _cpu_name() -> str:
+    return _cpuinfo('model name') or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> List[str]:
+    """Which of :data:`PRECISION_FLAGS` this CPU has."""
+    flags = set(_cpuinfo('flags').split())
+    return [flag for flag in PRECISION_FLAGS if flag in flags]
 
 
 def environment(device: str) -> dict:
     """What a timing depends on: device, threads, library versions."""
-    name = (torch.cuda.get_device_name(device) if str(device).startswith('cuda')
-            else _cpu_name())
-    return dict(device=str(device), device_name=name, threads=torch.get_num_threads(),
-                torch=torch.__version__)
+    cuda = str(device).startswith('cuda')
+    name = torch.cuda.get_device_name(device) if cuda else _cpu_name()
+    return dict(device=str(device), device_name=name, cpu_flags=cpu_flags(),
+                threads=torch.get_num_threads(), torch=torch.__version__)
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 2,

@@ -1,0 +1,96 @@
+"""The README and docs/ as a reader meets them: code fences that render, paths that exist, and commands
+whose scripts and flags exist."""
+import glob
+import itertools
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = [REPO / 'README.md', *sorted((REPO / 'docs').glob('*.md'))]
+TOP = ('configs', 'tools', 'benchmarks', 'docs', 'evit_mm', 'tests')
+REPO_PATH = re.compile(r'(?<![\w/.])((?:%s)/[\w./{},*-]*)' % '|'.join(TOP))
+USER_FILES = ('my_voc',)  # what the README tells the user to create
+
+
+def _expand_braces(path: str):
+    parts = re.split(r'\{([^}]*)\}', path)
+    choices = [[p] if i % 2 == 0 else p.split(',') for i, p in enumerate(parts)]
+    return [''.join(c) for c in itertools.product(*choices)]
+
+
+def _code_blocks(text: str):
+    return re.findall(r'(?ms)^```(\w*)\n(.*?)^```$', text)
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: p.name)
+def test_code_fences_stand_alone_and_pair_up(page):
+    opened = None
+    for number, line in enumerate(page.read_text().splitlines(), start=1):
+        if '```' not in line:
+            continue
+        assert re.fullmatch(r'```[\w-]*', line), f'{page.name}:{number}: fence shares its line: {line!r}'
+        if opened is None:
+            opened = number
+        else:
+            assert line == '```', f'{page.name}:{number}: a closing fence takes no language'
+            opened = None
+    assert opened is None, f'{page.name}:{opened}: fence never closed'
+
+
+@pytest.mark.parametrize('page', PAGES, ids=lambda p: p.name)
+def test_named_paths_exist(page):
+    text = page.read_text()
+    missing = []
+    for path in set(REPO_PATH.findall(text)):
+        path = path.rstrip('.,')
+        if any(name in path for name in USER_FILES):
+            continue
+        for candidate in _expand_braces(path):
+            if not glob.glob(str(REPO / candidate)):
+                missing.append(candidate)
+    for target in re.findall(r'\]\(([^)]+)\)', text):
+        target = target.split('#')[0]
+        if target and not target.startswith(('http://', 'https://')):
+            if not (page.parent / target).exists():
+                missing.append(target)
+    assert not missing, f'{page.name} names paths that do not exist: {sorted(missing)}'
+
+
+def _commands(page: Path):
+    """``(script, flags)`` of every ``python SCRIPT ...`` / ``bash SCRIPT ...`` in bash blocks."""
+    for language, block in _code_blocks(page.read_text()):
+        if language != 'bash':
+            continue
+        for line in block.replace('\\\n', ' ').splitlines():
+            words = line.split('#')[0].split()
+            while words and '=' in words[0]:  # VAR=value prefixes
+                words.pop(0)
+            if len(words) >= 2 and words[0] in ('python', 'bash') and words[1] != '-m':
+                flags = re.findall(r'(?<![\w-])(--[a-z][\w-]*)', ' '.join(words[2:]))
+                yield words[1], sorted(set(flags))
+
+
+COMMANDS = sorted({(script, tuple(flags)) for page in PAGES for script, flags in _commands(page)})
+
+
+def test_readme_names_commands():
+    assert ('tools/install.sh', ()) in COMMANDS
+    assert any(script == 'tools/train.py' for script, _ in COMMANDS)
+
+
+@pytest.mark.parametrize('script,flags', COMMANDS, ids=lambda v: v if isinstance(v, str) else '')
+def test_commands_exist_with_their_flags(script, flags):
+    if any(name in script for name in USER_FILES):
+        return
+    assert (REPO / script).is_file(), f'{script} does not exist'
+    if not script.endswith('.py') or not flags:
+        return
+    result = subprocess.run([sys.executable, str(REPO / script), '--help'], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    unknown = [flag for flag in flags if flag not in result.stdout]
+    assert not unknown, f'{script} --help has no {unknown}'
