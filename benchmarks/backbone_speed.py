@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from evit_mm.analysis.complexity import backbone_flops
-from evit_mm.analysis.timing import environment, time_interleaved
+from evit_mm.timing import environment, time_interleaved
 from evit_mm.deployment.backends import export_backbone
 from evit_mm.models import EfficientViT, SHViT
 

@@ -31,8 +31,8 @@ import tempfile
 import numpy as np
 import torch
 
-from evit_mm.analysis.inference import RawNetwork
-from evit_mm.analysis.timing import environment, time_interleaved
+from evit_mm.inference import RawNetwork
+from evit_mm.timing import environment, time_interleaved
 from evit_mm.deployment.backends import OpenVINORunner, export_backbone
 from evit_mm.deployment.deploy import deploy_config_for, export_and_load, predict
 

@@ -26,8 +26,8 @@ import statistics
 import torch
 
 from evit_mm.analysis.complexity import backbone_flops
-from evit_mm.analysis.inference import build_inference_model, pseudo_batch
-from evit_mm.analysis.timing import environment, matmul_peak_gflops, time_interleaved
+from evit_mm.inference import build_inference_model, pseudo_batch
+from evit_mm.timing import environment, matmul_peak_gflops, time_interleaved
 from evit_mm.models import EfficientViT, SHViT
 
 HERE = osp.dirname(osp.abspath(__file__))

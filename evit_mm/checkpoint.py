@@ -23,12 +23,10 @@ import torch
 import torch.nn as nn
 from mmengine.logging import HistoryBuffer
 
+from .errors import CheckpointError
+
 StateDict = Dict[str, torch.Tensor]
 MAX_LISTED = 8
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that can't be read or doesn't fit the model; the message says why."""
 
 
 def _safe_globals() -> list:

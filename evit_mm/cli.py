@@ -5,51 +5,22 @@ The framework comes from the config (``default_scope``). The scripts in
 work on torch >= 2.6 while downloads still cannot run code.
 """
 import argparse
-import functools
 import json
 import numbers
 import os
 import os.path as osp
-import re
-import sys
-from typing import Callable, List, Optional, TypeVar
+from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from .checkpoint import CheckpointError
-from .config import (ConfigError, MissingExtraError, framework_of, init_cpu_distributed,
-                     load_config)
-from .data_checks import DataError, add_box_filter, check_ignore_index, find_empty_dataset
-from .engine import EvalSpeedHook
-from .runtime import (DatasetMissingError, apply_demo, check_dataset, iter_datasets,
-                      set_data_root)
+from .config import framework_of, init_cpu_distributed, load_config
+from .data_checks import add_box_filter, check_ignore_index, find_empty_dataset
+from .engine import EvalSpeedHook, summary_line
+from .errors import exits_on_user_errors
+from .runtime import apply_demo, check_dataset, iter_datasets, set_data_root
 
-USER_ERRORS = (CheckpointError, ConfigError, DataError, DatasetMissingError, MissingExtraError)
 DEMO_SEED = 0
-Main = TypeVar('Main', bound=Callable)
-
-
-def exits_on_user_errors(tool: str) -> Callable[[Main], Main]:
-    """Decorate a tool's ``main``: errors the user can fix (a bad checkpoint, a missing
-    dataset or framework, a dataset mistake, an unreadable image) end it with their
-    one-line message instead of a traceback."""
-    def decorate(main: Main) -> Main:
-        @functools.wraps(main)
-        def run(*args, **kwargs):
-            try:
-                return main(*args, **kwargs)
-            except USER_ERRORS as err:
-                sys.exit(f'[evit_mm {tool}] {err}')
-            except AssertionError as err:  # mmcv's LoadImageFromFile, also from a worker
-                # the last match: a worker's traceback also quotes the assert's source line
-                images = re.findall(r'failed to load image: (\S+)', str(err))
-                if not images:
-                    raise
-                sys.exit(f'[evit_mm {tool}] Unreadable or corrupt image: {images[-1]}. '
-                         'Replace or remove it (and its annotations).')
-        return run  # type: ignore[return-value]
-    return decorate
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -209,27 +180,6 @@ def _last_metrics(runner) -> dict:
     """Validation metrics of the last evaluation (from the message hub)."""
     scalars = runner.message_hub.log_scalars
     return {k[len('val/'):]: v.current() for k, v in scalars.items() if k.startswith('val/')}
-
-
-MAIN_METRICS = {'mmdet': ('coco/bbox_mAP', 'coco/segm_mAP', 'pascal_voc/mAP'),
-                'mmseg': ('mIoU', 'aAcc')}
-
-
-def summary_line(tool: str, metrics: dict, framework: str, speed: dict, demo: bool) -> str:
-    """The final metrics and the speed of that evaluation, on one line."""
-    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in MAIN_METRICS[framework]
-                      if k in metrics)
-    if not speed:
-        timing = 'FPS – (no evaluation ran)'
-    else:
-        fps = f"{speed['fps']:.2f} FPS" if speed.get('fps') else 'FPS – (too few images to time)'
-        ranks = f"; rank 0 of {speed['world_size']}" if speed['world_size'] > 1 else ''
-        timing = (f"{fps} ({speed['device']}, {speed['threads']} threads, batch "
-                  f"{speed['batch_size']}, {'fused' if speed['fused'] else 'not fused'}; "
-                  f"{speed['images_timed']} images timed after {speed['warmup_iters']} warm-up "
-                  f"iterations; model step only, no data loading or evaluation{ranks})")
-    data = ' on synthetic demo data, not COCO/ADE20K' if demo else ''
-    return f"[evit_mm {tool}] {shown or 'no metrics'}{data} | {timing}"
 
 
 @exits_on_user_errors('test')

@@ -19,19 +19,13 @@ from mmengine.config import Config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS
 
+from .errors import ConfigError, MissingExtraError
+
 FRAMEWORKS = {'mmdet': 'det', 'mmseg': 'seg'}  # framework: evit_mm extra that installs it
 PACKAGES = {'mmdet': 'mmdet', 'mmsegmentation': 'mmseg'}  # pip distribution: module
 
 
 CONFIGS_DIR = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
-
-
-class ConfigError(ValueError):
-    """A config cannot be read or its settings contradict each other; the message says the fix."""
-
-
-class MissingExtraError(ImportError):
-    """A package the task needs is not installed; the message names the extra to install."""
 
 
 class FrameworkMissingError(MissingExtraError):

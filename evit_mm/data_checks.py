@@ -18,6 +18,7 @@ import numpy as np
 from mmengine.logging import print_log
 from mmengine.registry import DATASETS
 
+from .errors import DataError
 from .runtime import iter_datasets
 
 MAX_LISTED = 10
@@ -26,10 +27,6 @@ MMSEG_IGNORE_INDEX = 255  # mmseg's default everywhere, and what reduce_zero_lab
 IGNORE_FIX = ('set the ignore index in all four places: the template\'s top-level ignore_index, '
               'or the datasets\' ignore_index, every decode/auxiliary head\'s ignore_index, '
               'model.data_preprocessor.seg_pad_val and the IoUMetric\'s ignore_index')
-
-
-class DataError(ValueError):
-    """A dataset or config mistake found before training; the message says how to fix it."""
 
 
 def head_num_classes(model_cfg: dict) -> Dict[str, int]:

@@ -11,9 +11,10 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.model import MMDistributedDataParallel
 
-from .analysis.inference import fuse_model
-from .data_checks import (MMSEG_IGNORE_INDEX, DataError, check_batch_labels, check_training_data,
+from .data_checks import (MMSEG_IGNORE_INDEX, check_batch_labels, check_training_data,
                           head_num_classes)
+from .errors import DataError
+from .inference import fuse_model
 from .registry import HOOKS, MODEL_WRAPPERS
 
 
@@ -208,3 +209,25 @@ class EvalSpeedHook(Hook):
 
     def after_val(self, runner) -> None:
         self._stop(runner, 'val_step', runner.val_dataloader)
+
+
+MAIN_METRICS = {'mmdet': ('coco/bbox_mAP', 'coco/segm_mAP', 'pascal_voc/mAP'),
+                'mmseg': ('mIoU', 'aAcc')}
+
+
+def summary_line(tool: str, metrics: dict, framework: str, speed: dict, demo: bool) -> str:
+    """The final metrics and the speed of that evaluation, on one line."""
+    shown = ', '.join(f'{k}={float(metrics[k]):.3f}' for k in MAIN_METRICS[framework]
+                      if k in metrics)
+    if not speed:
+        timing = 'FPS – (no evaluation ran)'
+    else:
+        fps = f"{speed['fps']:.2f} FPS" if speed.get('fps') else 'FPS – (too few images to time)'
+        ranks = f"; rank 0 of {speed['world_size']}" if speed['world_size'] > 1 else ''
+        runtime = f"{speed['runtime']}, " if speed.get('runtime') else ''
+        timing = (f"{fps} ({runtime}{speed['device']}, {speed['threads']} threads, batch "
+                  f"{speed['batch_size']}, {'fused' if speed['fused'] else 'not fused'}; "
+                  f"{speed['images_timed']} images timed after {speed['warmup_iters']} warm-up "
+                  f"iterations; model step only, no data loading or evaluation{ranks})")
+    data = ' on synthetic demo data, not COCO/ADE20K' if demo else ''
+    return f"[evit_mm {tool}] {shown or 'no metrics'}{data} | {timing}"

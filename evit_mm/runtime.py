@@ -5,6 +5,7 @@ from typing import Iterator, List, Optional, Tuple
 from mmengine.config import Config, ConfigDict
 
 from .demo_data import DET_OBJECTS, make_ade20k_demo, make_coco_demo
+from .errors import DatasetMissingError
 from .models.pretrained import PRETRAINED_URLS
 
 DEMO_ROOT = os.path.join('data', 'evit_mm_demo')
@@ -16,10 +17,6 @@ BENCHMARKS = {  # default data root: where to get the dataset
                  'http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip and '
                  'unpack it as data/ade/ADEChallengeData2016'),
 }
-
-
-class DatasetMissingError(FileNotFoundError):
-    """The config's dataset is not on disk; the message says where it is expected."""
 
 
 def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:

@@ -9,7 +9,7 @@ import torch
 
 from evit_mm.analysis.benchmark import benchmark, benchmark_backend, main as benchmark_main
 from evit_mm.analysis.complexity import complexity
-from evit_mm.analysis.inference import RawNetwork, build_inference_model, fuse_model
+from evit_mm.inference import RawNetwork, build_inference_model, fuse_model
 from evit_mm.analysis.model_zoo import MARK_END, MARK_START, collect, main as model_zoo_main
 from evit_mm.analysis.onnx_export import ExportParityError, export_onnx
 

@@ -191,7 +191,12 @@ def test_user_errors_are_one_line(tmp_path, images, checkpoints):
              ([static, FPN, str(tmp_path / 'missing.pth'), images['wide']], 'not found'),
              ([static, FPN, checkpoints['fpn'], str(tmp_path / 'missing.jpg')],
               'Image'),
-             ([static, RETINANET, checkpoints['fpn'], images['wide']], 'unexpected')]
+             ([static, RETINANET, checkpoints['fpn'], images['wide']],
+              'segmentation_onnxruntime_static-512x512.py is a Segmentation deploy config, but '
+              f'{RETINANET} is a ObjectDetection model. Use one of configs/deploy/'
+              '{detection_onnxruntime_dynamic.py,'),
+             ([str(DEPLOY / 'detection_onnxruntime_dynamic.py'), RETINANET, checkpoints['fpn'],
+               images['wide']], 'unexpected')]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
             deploy_module.main(argv + ['--work-dir', str(tmp_path / 'out')])

@@ -63,10 +63,13 @@ has "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" || {
   "${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0"
 }
 
-# 4b. the deployment stack (mmdeploy 1.3.1 pins protobuf <= 3.20.2, so onnx 1.17), verified together.
-has "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1" || {
-  say "installing mmdeploy, onnx, onnxruntime, openvino"
-  "${PIP[@]}" "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1"
+# 4b. the deployment stack (mmdeploy 1.3.1 pins protobuf <= 3.20.2, so onnx 1.17; NNCF for int8),
+#     verified together.
+has "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1" \
+    "nncf==3.4.0" || {
+  say "installing mmdeploy, onnx, onnxruntime, openvino, nncf"
+  "${PIP[@]}" "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" \
+    "openvino==2026.4.1" "nncf==3.4.0"
 }
 
 # 5. this package (editable, with all extras), from this checkout; always refreshed, so its
@@ -90,14 +93,16 @@ check("mmcv.ops (compiled ops)", lambda: importlib.import_module("mmcv.ops"),
 for mod, pkg in [("mmdet", "mmdet==3.3.0"), ("mmseg", "mmsegmentation==1.2.2"),
                  ("mmpretrain", "mmpretrain==1.2.0"), ("mmdeploy", "mmdeploy==1.3.1"),
                  ("onnxruntime", "onnxruntime==1.26.0"), ("openvino", "openvino==2026.4.1"),
+                 ("nncf", "nncf==3.4.0"),
                  ("evit_mm", "pip install -e .")]:
     check(mod, lambda m=mod: importlib.import_module(m), f"pip install {pkg}")
 if problems:
     print("[evit_mm install] FAILED:\n" + "\n".join(problems), file=sys.stderr)
     sys.exit(1)
-import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine, mmdeploy, onnxruntime, openvino
+import torch, mmcv, mmdet, mmseg, mmpretrain, mmengine, mmdeploy, onnxruntime, openvino, nncf
 print(f"[evit_mm install] OK: torch {torch.__version__}, mmengine {mmengine.__version__}, "
       f"mmcv {mmcv.__version__} (ops), mmdet {mmdet.__version__}, mmseg {mmseg.__version__}, "
       f"mmpretrain {mmpretrain.__version__}, mmdeploy {mmdeploy.__version__}, "
-      f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}")
+      f"onnxruntime {onnxruntime.__version__}, openvino {openvino.__version__}, "
+      f"nncf {nncf.__version__}")
 PYEOF

@@ -15,13 +15,14 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..cli import exits_on_user_errors
 from ..deployment.backends import export_backbone
-from ..deployment.deploy import deploy_config_for, export_and_load, predict
+from ..deployment.deploy import export_and_load, predict
+from ..deployment.deploy_config import deploy_config_for
+from ..errors import exits_on_user_errors
+from ..inference import build_inference_model, pseudo_batch
+from ..timing import environment, matmul_peak_gflops, summarize, time_calls, time_interleaved
 from .complexity import backbone_flops, complexity
-from .inference import build_inference_model, pseudo_batch
 from .records import benchmark_filename, default_work_dir, write_record
-from .timing import environment, matmul_peak_gflops, summarize, time_calls, time_interleaved
 
 
 BATCH_NEEDS_BACKBONE = ("--batch-size > 1 times backbones (images per second, the papers' "

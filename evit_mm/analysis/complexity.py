@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn as nn
 
-from ..cli import exits_on_user_errors
-from .inference import RawNetwork, build_inference_model
+from ..errors import exits_on_user_errors
+from ..inference import RawNetwork, build_inference_model
 from .records import complexity_filename, config_name, default_work_dir, write_record
 
 PARTS = ('backbone', 'neck', 'head')

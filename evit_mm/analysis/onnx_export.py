@@ -12,11 +12,11 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..cli import exits_on_user_errors
 from ..deployment.backends import ONNXRuntimeRunner
-from .inference import RawNetwork, build_inference_model
+from ..errors import exits_on_user_errors
+from ..inference import RawNetwork, build_inference_model
+from ..timing import summarize, time_calls
 from .records import default_work_dir
-from .timing import summarize, time_calls
 
 
 class ExportParityError(RuntimeError):

@@ -16,9 +16,8 @@ import json
 import os.path as osp
 from typing import List, Optional
 
-from ..cli import exits_on_user_errors
-from ..config import MissingExtraError
-from ..deployment.backends import BACKENDS
+from ..deployment.deploy_config import BACKENDS
+from ..errors import MissingExtraError, exits_on_user_errors
 from .model_zoo import describe_config, reported_box_ap
 from .records import config_name
 

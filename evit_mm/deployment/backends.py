@@ -3,9 +3,13 @@
 mmdeploy 1.3.1 calls ``torch.onnx.export`` without ``dynamo=False``; torch >= 2.9
 defaults to the dynamo exporter, which cannot apply mmdeploy's rewrites. The legacy
 exporter is selected only inside :func:`legacy_onnx_exporter`, i.e. while our tool
-exports. OpenVINO compiles the same ONNX with a current ``openvino``
-(``Core().compile_model``): mmdeploy's own OpenVINO backend needs the legacy
-openvino-dev (<= 2023) API.
+exports, and so is our dense-head rewrite (:mod:`.dense_head`). OpenVINO compiles
+the same ONNX with a current ``openvino`` (``Core().compile_model``): mmdeploy's own
+OpenVINO backend needs the legacy openvino-dev (<= 2023) API.
+
+The backend models are mmdeploy's end-to-end detector (its post-processing, plus
+clipping every box to its own image as mmdet does) and mmseg's post-processing
+around the exported logits; both run our runner, built once.
 """
 import contextlib
 import copy
@@ -13,18 +17,22 @@ import functools
 import importlib
 import os
 import os.path as osp
-from typing import Dict, Iterator, List, Sequence
+import sys
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.model import BaseModel
 
-from ..config import MissingExtraError
+from ..config import build_model
+from ..errors import MissingExtraError
 from . import dense_head
+from .deploy_config import backend_of, precision_of
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
-BACKENDS = ('onnxruntime', 'openvino')  # also the names of their Python modules
+OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
 
 
 class DeployStackMissingError(MissingExtraError):
@@ -43,6 +51,31 @@ def require(*modules: str) -> None:
         raise DeployStackMissingError(
             f'Deployment needs {", ".join(missing)}, which '
             f'{"is" if len(missing) == 1 else "are"} not installed: {DEPLOY_EXTRA}')
+
+
+@contextlib.contextmanager
+def quiet(log_file: str, verbose: bool = False) -> Iterator[None]:
+    """Send everything printed inside the block (mmengine's and mmdeploy's INFO lines, tracer
+    warnings, the runtimes' own output) to ``log_file``; ``verbose`` leaves it on screen."""
+    if verbose:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    os.makedirs(osp.dirname(osp.abspath(log_file)), exist_ok=True)
+    with open(log_file, 'a') as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _cast_long(g, value, non_blocking=False):
@@ -70,29 +103,21 @@ def legacy_onnx_exporter() -> Iterator[None]:
             del symbolic_opset9._cast_Long
 
 
-def backend_of(deploy_cfg: Config) -> str:
-    """The backend a deploy config names, checked against the ones we run."""
-    backend = deploy_cfg.get('backend_config', {}).get('type')
-    if backend not in BACKENDS:
-        raise ValueError(f'Deploy config backend {backend!r} is not supported here; use one of '
-                         f'{BACKENDS} (configs/deploy/ has one config per task and backend).')
-    return backend
-
-
 def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: str) -> str:
     """Export ``model`` (a copy: mmdeploy rewrites the model it exports) to
     ``work_dir/end2end.onnx`` with mmdeploy's rewrites; return the file."""
     from mmdeploy.apis.core.pipeline_manager import no_mp
     from mmdeploy.apis.onnx import export
     from mmdeploy.utils import get_dynamic_axes, get_onnx_config
-    dense_head.register(BACKENDS)  # mmdet's pre-NMS top-k instead of mmdeploy's approximation
     onnx_cfg = get_onnx_config(deploy_cfg)
     names = onnx_cfg['input_names'] + onnx_cfg['output_names']
     prefix = osp.join(work_dir, osp.splitext(onnx_cfg.get('save_file', 'end2end.onnx'))[0])
-    with no_mp(), legacy_onnx_exporter():
+    backend = backend_of(deploy_cfg)
+    # mmdet's pre-NMS top-k instead of mmdeploy's approximation, for heads it serves
+    with no_mp(), legacy_onnx_exporter(), dense_head.rewrite_for(model, backend):
         export(copy.deepcopy(model), data['inputs'],
                input_metas=dict(data_samples=data['data_samples'], mode='predict'),
-               output_path_prefix=prefix, backend=backend_of(deploy_cfg),
+               output_path_prefix=prefix, backend=backend,
                input_names=onnx_cfg['input_names'], output_names=onnx_cfg['output_names'],
                context_info=dict(deploy_cfg=deploy_cfg),
                opset_version=onnx_cfg.get('opset_version', 11),
@@ -115,7 +140,7 @@ class BackendRunner(nn.Module):
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         feed = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
-        return {name: torch.from_numpy(array)
+        return {name: torch.from_numpy(np.ascontiguousarray(array))
                 for name, array in zip(self.output_names, self.run(feed))}
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
@@ -123,14 +148,20 @@ class BackendRunner(nn.Module):
 
 
 class ONNXRuntimeRunner(BackendRunner):
-    """An ONNX Runtime CPU session (standard ONNX ops only: no custom-op library)."""
+    """An ONNX Runtime CPU session (standard ONNX ops only: no custom-op library).
 
-    def __init__(self, onnx_file: str, output_names: Sequence[str], threads: int) -> None:
+    ``spinning=False`` stops idle worker threads from spinning between runs, so that
+    PyTorch timed in alternation on the same few cores is not slowed by them."""
+
+    def __init__(self, onnx_file: str, output_names: Sequence[str], threads: int,
+                 spinning: bool = True) -> None:
         super().__init__(output_names)
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         self.session = ort.InferenceSession(onnx_file, options,
                                             providers=['CPUExecutionProvider'])
 
@@ -142,8 +173,7 @@ class OpenVINORunner(BackendRunner):
     """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU.
 
     ``precision='f32'`` by default: on CPUs with bf16 units (AMX, AVX512-BF16) OpenVINO
-    otherwise computes in bfloat16, which is faster but moves boxes and class
-    boundaries beyond the parity tolerances."""
+    otherwise computes in bfloat16. An int8 IR keeps its quantized layers at any hint."""
 
     def __init__(self, model_file: str, output_names: Sequence[str], threads: int,
                  precision: str = 'f32') -> None:
@@ -151,7 +181,7 @@ class OpenVINORunner(BackendRunner):
         import openvino as ov
         self.compiled = ov.Core().compile_model(model_file, 'CPU', {
             'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-            'INFERENCE_PRECISION_HINT': precision})
+            'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision]})
         self.request = self.compiled.create_infer_request()
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
@@ -159,7 +189,12 @@ class OpenVINORunner(BackendRunner):
         return [results[self.compiled.output(name)] for name in self.output_names]
 
 
-RUNNERS = dict(onnxruntime=ONNXRuntimeRunner, openvino=OpenVINORunner)
+def make_runner(backend: str, model_file: str, output_names: Sequence[str], threads: int,
+                precision: str = 'f32', spinning: bool = True) -> BackendRunner:
+    require(backend)
+    if backend == 'openvino':
+        return OpenVINORunner(model_file, output_names, threads, precision)
+    return ONNXRuntimeRunner(model_file, output_names, threads, spinning)
 
 
 def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend: str,
@@ -173,7 +208,7 @@ def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend
         names = [f'out{i}' for i in range(len(backbone(x)))]
         torch.onnx.export(backbone, (x,), onnx_file, input_names=['input'], output_names=names,
                           opset_version=17, dynamo=False)
-    return RUNNERS[backend](onnx_file, names, threads)
+    return make_runner(backend, onnx_file, names, threads)
 
 
 def save_openvino_model(onnx_file: str, work_dir: str) -> str:
@@ -185,41 +220,73 @@ def save_openvino_model(onnx_file: str, work_dir: str) -> str:
     return xml
 
 
-class BackendSegmentor(nn.Module):
+def clip_to_images(dets: torch.Tensor, data_samples: list) -> torch.Tensor:
+    """Clip each image's boxes (``[N, num_dets, 5]``, network input coordinates) to that
+    image's own resized shape, as mmdet's box decoding does with ``img_shape``. The exported
+    graph can only clip to its (padded) input."""
+    for boxes, sample in zip(dets, data_samples):
+        height, width = sample.metainfo['img_shape'][:2]
+        boxes[:, 0:4:2] = boxes[:, 0:4:2].clamp(0, width)
+        boxes[:, 1:4:2] = boxes[:, 1:4:2].clamp(0, height)
+    return dets
+
+
+@functools.lru_cache(maxsize=None)
+def _detector_class() -> type:
+    """mmdeploy's end-to-end detector on a runner we built (no second backend session), with
+    the boxes clipped to each image before mmdeploy's post-processing."""
+    from mmdeploy.codebase.mmdet.deploy.object_detection_model import End2EndModel
+
+    class BackendDetector(End2EndModel):
+        def _init_wrapper(self, backend, backend_files, device):
+            self.wrapper = backend_files[0]  # the runner, passed in place of files
+
+        def forward(self, inputs: torch.Tensor, data_samples: list, mode: str = 'predict',
+                    **kwargs) -> list:
+            outputs = self.predict(inputs.contiguous())
+            dets = clip_to_images(outputs[0], data_samples)
+            self.postprocessing_results(dets, outputs[1], outputs[2] if len(outputs) > 2
+                                        else None, data_samples)
+            return data_samples
+
+    return BackendDetector
+
+
+class BackendSegmentor(BaseModel):
     """The exported logits, post-processed by mmseg exactly like the PyTorch segmentor
     (crop the padding, bilinear resize to the image's size, argmax)."""
 
-    def __init__(self, wrapper: nn.Module, segmentor: nn.Module) -> None:
-        super().__init__()
-        self.wrapper = wrapper
+    def __init__(self, runner: BackendRunner, segmentor: nn.Module) -> None:
+        super().__init__(data_preprocessor=copy.deepcopy(segmentor.data_preprocessor))
+        self.runner = runner
         self.postprocess_result = segmentor.postprocess_result  # no network inside
 
-    def forward(self, inputs: torch.Tensor, data_samples: list, mode: str = 'predict') -> list:
-        logits = self.wrapper({'input': inputs})[self.wrapper.output_names[0]]
+    def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None,
+                mode: str = 'predict') -> list:
+        logits = self.runner({'input': inputs})[self.runner.output_names[0]]
         return self.postprocess_result(logits, data_samples)
 
 
-def build_backend_model(task_processor, deploy_cfg: Config, files: Dict[str, str],
-                        threads: int, torch_model: nn.Module) -> nn.Module:
-    """The end-to-end model running the exported files in the deploy config's backend
-    (OpenVINO: the saved IR), with mmdeploy's detection post-processing or mmseg's
-    segmentation post-processing."""
-    from mmdeploy.utils import get_codebase_config, get_onnx_config
+def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[str],
+                        threads: int, torch_model: Optional[nn.Module] = None,
+                        spinning: bool = True) -> nn.Module:
+    """The end-to-end model running ``files[0]`` (ONNX, or an OpenVINO IR) in the deploy
+    config's backend: mmdeploy's detection post-processing (boxes clipped to each image) or
+    mmseg's segmentation post-processing (from ``torch_model``, else a model built from
+    ``model_cfg``)."""
+    from mmdeploy.utils import Backend, get_codebase_config, get_onnx_config
     backend = backend_of(deploy_cfg)
-    output_names = get_onnx_config(deploy_cfg)['output_names']
-    runner = RUNNERS[backend](files.get('openvino_xml', files['onnx']), output_names, threads)
+    runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
+                         threads, precision_of(deploy_cfg), spinning)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         if get_codebase_config(deploy_cfg).get('with_argmax', True):
             raise ValueError('Segmentation deploy configs must set codebase_config.with_argmax='
                              'False: the argmax comes after resizing the logits to the image.')
-        return BackendSegmentor(runner, torch_model).eval()
-    # mmdeploy builds its own ONNX Runtime wrapper; ours replaces it (thread count, and
-    # OpenVINO, which mmdeploy 1.3.1 can only drive through the legacy API).
-    ort_cfg = copy.deepcopy(deploy_cfg)
-    ort_cfg.backend_config = dict(type='onnxruntime')
-    processor = copy.copy(task_processor)
-    processor.deploy_cfg = ort_cfg
-    model = processor.build_backend_model([files['onnx']])
-    model.wrapper = runner
-    model.deploy_cfg = deploy_cfg
+        segmentor = torch_model if torch_model is not None else build_model(model_cfg)
+        return BackendSegmentor(runner, segmentor).eval()
+    preprocessor = dict(copy.deepcopy(model_cfg.model.get('data_preprocessor') or {}))
+    preprocessor.setdefault('type', 'mmdet.DetDataPreprocessor')
+    model = _detector_class()(backend=Backend.get(backend), backend_files=[runner],
+                              device='cpu', deploy_cfg=deploy_cfg, model_cfg=model_cfg,
+                              data_preprocessor=preprocessor)
     return model.eval()

@@ -6,19 +6,22 @@ mmdet 3.x keeps, per level, the ``nms_pre`` best (anchor, class) pairs above
 than ``nms_pre`` confident pairs, the exported model then keeps (anchor, class) pairs
 that PyTorch drops, and its detections differ from PyTorch's (measured on a trained
 RetinaNet: two of the top 100 detections replaced). This rewrite selects pairs like
-mmdet; the NMS after it is mmdeploy's (standard ONNX ``NonMaxSuppression``). Heads with
-score factors (FCOS, ATSS, ...) or softmax classifiers keep mmdeploy's own rewrite.
+mmdet; the NMS after it is mmdeploy's (standard ONNX ``NonMaxSuppression``).
 
-It is registered in mmdeploy's rewriter registry for our two backends when
-:func:`register` is first called (by the export in :mod:`.backends`, with its backends),
-and applies only inside mmdeploy's export context.
+:func:`rewrite_for` registers it in mmdeploy's rewriter registry only around one of
+our exports, only when the model's dense head is one it serves (sigmoid classifier,
+no score factors, ``nms_pre > 0``, mmdet's own ``predict_by_feat``), and removes it
+afterwards, exception or not: other heads (FCOS, ATSS, SSD, ...) and every export
+outside ours keep mmdeploy's own rewrite.
 """
-from typing import Sequence
+import contextlib
+from typing import Iterator
 
 import torch
+import torch.nn as nn
 
 FUNC = 'mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat'
-_registered = False
+SCORE_FACTOR_LAYERS = ('conv_centerness', 'atss_centerness')  # FCOS; ATSS, PAA
 
 
 def _pairs_topk(scores: torch.Tensor, bbox_pred: torch.Tensor, priors: torch.Tensor,
@@ -43,8 +46,6 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
                     cfg=None, rescale=False, with_nms=True, **kwargs):
     """``BaseDenseHead.predict_by_feat`` for export, with mmdet's pair-wise pre-NMS top-k."""
     from mmdeploy.codebase.mmdet.deploy import get_post_processing_params
-    from mmdeploy.codebase.mmdet.models.dense_heads.base_dense_head import \
-        base_dense_head__predict_by_feat
     from mmdeploy.core import FUNCTION_REWRITER
     from mmdeploy.mmcv.ops import multiclass_nms
     from mmdeploy.utils import is_dynamic_shape
@@ -52,10 +53,9 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
     ctx = FUNCTION_REWRITER.get_context()
     cfg = self.test_cfg
     nms_pre = cfg.get('nms_pre', -1)
-    if score_factors is not None or not self.use_sigmoid_cls or nms_pre <= 0 or not with_nms:
-        return base_dense_head__predict_by_feat(
-            self, cls_scores, bbox_preds, score_factors, batch_img_metas, cfg, rescale,
-            with_nms, **kwargs)
+    if score_factors is not None or not with_nms:  # serves() keeps such heads away from here
+        raise ValueError(f'{type(self).__name__}: the pair-wise pre-NMS rewrite takes heads '
+                         'without score factors, with NMS')
     dynamic = is_dynamic_shape(ctx.cfg)
     sizes = [score.shape[-2:] for score in cls_scores]
     mlvl_priors = self.prior_generator.grid_priors(sizes, dtype=bbox_preds[0].dtype,
@@ -85,12 +85,34 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
         pre_top_k=post.pre_top_k, keep_top_k=cfg.get('max_per_img', post.keep_top_k))
 
 
-def register(backends: Sequence[str]) -> None:
-    """Register :func:`predict_by_feat` for ``backends`` in mmdeploy (once)."""
-    global _registered
-    if _registered:
+def serves(model: nn.Module) -> bool:
+    """Whether the model's dense head is one :func:`predict_by_feat` reproduces exactly."""
+    from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
+    head = getattr(model, 'bbox_head', None)
+    if not isinstance(head, BaseDenseHead):
+        return False
+    return (type(head).predict_by_feat is BaseDenseHead.predict_by_feat
+            and getattr(head, 'use_sigmoid_cls', False)
+            and (head.test_cfg or {}).get('nms_pre', -1) > 0
+            and not any(hasattr(head, name) for name in SCORE_FACTOR_LAYERS))
+
+
+@contextlib.contextmanager
+def rewrite_for(model: nn.Module, backend: str) -> Iterator[bool]:
+    """Inside the block, and only if :func:`serves` the model: :func:`predict_by_feat` is
+    mmdeploy's rewrite of ``BaseDenseHead.predict_by_feat`` for ``backend``. mmdeploy's
+    registry is as before afterwards, exception or not. Yields whether it is registered."""
+    if not serves(model):
+        yield False
         return
     from mmdeploy.core import FUNCTION_REWRITER
-    for backend in backends:
-        FUNCTION_REWRITER.register_rewriter(FUNC, backend=backend)(predict_by_feat)
-    _registered = True
+    records = FUNCTION_REWRITER._registry._rewrite_records
+    before = list(records[FUNC]) if FUNC in records else None
+    FUNCTION_REWRITER.register_rewriter(FUNC, backend=backend)(predict_by_feat)
+    try:
+        yield True
+    finally:
+        if before is None:
+            records.pop(FUNC, None)
+        else:
+            records[FUNC] = before

@@ -1,73 +1,51 @@
 """``tools/deployment/deploy.py``: a trained detector or segmentor to an end-to-end backend model.
 
-The command line of mmdeploy's ``tools/deploy.py`` (missing from its wheel)::
+The command line of mmdeploy's deploy tool (missing from its wheel)::
 
     python tools/deployment/deploy.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE --work-dir DIR \\
-        [--device cpu] [--test-img IMG ...] [--dump-info] [--iters N] [--threads T]
+        [--device cpu] [--test-img IMG ...] [--calib-dataset-cfg CFG] [--dump-info]
+        [--iters N] [--threads T] [--allow-empty] [--max-metric-drop POINTS] [--verbose]
 
 Exports the fused model through mmdeploy's API to ``DIR/end2end.onnx`` (OpenVINO
-configs also get ``DIR/end2end.xml/.bin``), runs PyTorch and the backend on IMAGE
-(and every ``--test-img``), checks that their results agree (:mod:`.parity`), times
-both in the same process and writes ``DIR/deploy_record.json``. Exits non-zero,
-printing what differed, when parity fails.
+configs also get ``DIR/end2end.xml/.bin``; int8 configs a quantized IR), runs PyTorch
+and the backend on IMAGE (and every ``--test-img``), draws both
+(``output_pytorch.jpg``, ``output_<backend>.jpg``), times both in the same process
+and writes ``DIR/deploy_record.json``. Float32 configs must give PyTorch's results
+(:mod:`.parity`); bf16 and int8 configs must keep the metric on the model config's
+test set within the accepted drop. Either failure exits non-zero, record kept.
+Everything mmdeploy, mmengine and the runtimes print goes to ``DIR/deploy.log``.
 """
 import argparse
+import contextlib
 import copy
 import functools
 import json
 import os
 import os.path as osp
-import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 import torch
 from mmengine.config import Config
 
-from ..analysis.inference import build_inference_model
-from ..analysis.timing import environment, summarize, time_interleaved
-from ..cli import exits_on_user_errors
-from ..config import framework_of
-from .backends import (backend_of, build_backend_model, export_end2end, require,
+from ..config import framework_of, load_config
+from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
+from ..inference import build_inference_model
+from ..runtime import check_dataset
+from ..timing import environment, summarize, time_interleaved
+from .backends import (build_backend_model, export_end2end, quiet, require,
                        save_openvino_model)
+from .deploy_config import (backend_of, check_task, input_shape_of, max_metric_drop,
+                            precision_of, read_deploy_config)
+from .evaluate import evaluation_config, main_metric, run_test
 from .parity import ParityError, Tolerances, compare_results
-
-DEPLOY_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                          'configs', 'deploy')
-
-
-def read_deploy_config(path: str) -> Config:
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'Deploy config {path} not found; configs/deploy/ lists ours.')
-    cfg = Config.fromfile(path)
-    for key in ('onnx_config', 'codebase_config', 'backend_config'):
-        if key not in cfg:
-            raise ValueError(f'{path} is not an mmdeploy deploy config: it has no {key}.')
-    return cfg
+from .quantize import (DEFAULT_CALIBRATION_IMAGES, calibration_dataset_cfg, calibration_images,
+                       precision_support, quantize_int8)
 
 
-def deploy_config_for(model_cfg_path: str, backend: str, shape: Sequence[int]) -> Config:
-    """Our deploy config for the model's task and ``backend``, at a fixed ``(H, W)``."""
-    model_cfg = Config.fromfile(model_cfg_path)
-    if framework_of(model_cfg) == 'mmseg':
-        name = f'segmentation_{backend}_static-512x512.py'
-    elif model_cfg.model.get('roi_head', {}).get('mask_head'):
-        name = f'instance-seg_{backend}_static-800x1344.py'
-    else:
-        name = f'detection_{backend}_static-800x1344.py'
-    path = osp.join(DEPLOY_CONFIGS, name)
-    if not osp.isfile(path):
-        raise FileNotFoundError(
-            f'No deploy config {name} in {DEPLOY_CONFIGS}: Mask R-CNN is deployed to '
-            'onnxruntime only (mmdeploy exports its RoI extractor for OpenVINO with '
-            'OpenVINO-only ops).' if 'instance-seg' in name else f'{path} not found.')
-    cfg = read_deploy_config(path)
-    height, width = shape
-    cfg.onnx_config.input_shape = [width, height]
-    if backend == 'openvino':
-        cfg.backend_config.model_inputs = [dict(opt_shapes=dict(input=[1, 3, height, width]))]
-    return cfg
+class MetricDropError(RuntimeError):
+    """A reduced-precision model loses more of the metric than the deploy config accepts."""
 
 
 def predict(model: torch.nn.Module, data: dict) -> list:
@@ -77,30 +55,46 @@ def predict(model: torch.nn.Module, data: dict) -> list:
         return model(data['inputs'], copy.deepcopy(data['data_samples']), mode='predict')
 
 
+@contextlib.contextmanager
+def torch_threads(threads: Optional[int]) -> Iterator[int]:
+    """``torch.set_num_threads(threads)`` inside the block only; yields the count in use."""
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
 @dataclass
 class Deployment:
     """The fused PyTorch model and its exported end-to-end twin in the backend."""
     backend: str
+    precision: str
     model_cfg: Config
     model: torch.nn.Module
     backend_model: torch.nn.Module
     files: Dict[str, str]
     prepare: Callable[[Union[str, np.ndarray]], dict]  # image -> preprocessed batch
+    processor: object  # mmdeploy's task processor (drawing, SDK files)
     static: bool
+    calibration_images: Optional[List[str]] = None
 
 
 def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optional[str],
-                    image: Union[str, np.ndarray], work_dir: str,
-                    threads: int) -> Deployment:
-    """Build the fused model, export it end to end with ``image`` and load the backend."""
-    backend = backend_of(deploy_cfg)
-    require('mmdeploy', 'onnx', backend)  # each backend's Python module has its name
+                    image: Union[str, np.ndarray], work_dir: str, threads: int,
+                    calib_dataset_cfg: Optional[str] = None,
+                    spinning: bool = True) -> Deployment:
+    """Build the fused model, export it end to end with ``image`` (int8: quantize it,
+    calibrated on the dataset's images) and load the backend."""
+    backend, precision = backend_of(deploy_cfg), precision_of(deploy_cfg)
+    require('mmdeploy', 'onnx', backend, *(['nncf'] if precision == 'int8' else []))
     from mmdeploy.apis.utils import build_task_processor
-    from mmdeploy.utils import get_input_shape
     os.makedirs(work_dir, exist_ok=True)
     model, model_cfg, _ = build_inference_model(model_cfg_path, checkpoint, fuse=True)
     processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
-    input_shape = get_input_shape(deploy_cfg)
+    input_shape = input_shape_of(deploy_cfg)
 
     def prepare(img: Union[str, np.ndarray]) -> dict:
         data, _ = processor.create_input(img, input_shape,
@@ -111,69 +105,146 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
     files = dict(onnx=onnx_file)
     if backend == 'openvino':
         files['openvino_xml'] = save_openvino_model(onnx_file, work_dir)
-    backend_model = build_backend_model(processor, deploy_cfg, files, threads, model)
-    return Deployment(backend, model_cfg, model, backend_model, files, prepare,
-                      static=input_shape is not None)
+    images = None
+    if precision == 'int8':
+        count = (deploy_cfg.get('calib_config') or {}).get('num_images',
+                                                           DEFAULT_CALIBRATION_IMAGES)
+        images = calibration_images(calibration_dataset_cfg(model_cfg, calib_dataset_cfg),
+                                    count)
+        files['openvino_xml'] = quantize_int8(files['openvino_xml'], images, prepare,
+                                              osp.join(work_dir, 'end2end_int8.xml'))
+    backend_file = files.get('openvino_xml', onnx_file)
+    backend_model = build_backend_model(model_cfg, deploy_cfg, [backend_file], threads, model,
+                                        spinning)
+    return Deployment(backend, precision, model_cfg, model, backend_model, files, prepare,
+                      processor, static=input_shape is not None, calibration_images=images)
+
+
+def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str,
+                  max_drop: float) -> dict:
+    """PyTorch's and the backend's metric on the model config's test set, and the drop."""
+    try:
+        check_dataset(pair.model_cfg)
+    except DatasetMissingError as err:
+        return dict(run=False, reason=str(err))
+    framework = framework_of(pair.model_cfg)
+    cfg = evaluation_config(pair.model_cfg, deploy_cfg)
+    result = dict(run=True, max_drop_points=max_drop)
+    for name, model in (('pytorch', pair.model), (pair.backend, pair.backend_model)):
+        metrics, speed = run_test(model, cfg, osp.join(work_dir, f'test_{name}'))
+        key, points = main_metric(metrics, framework)
+        result[name] = dict(metric=key, points=points, fps=speed.get('fps'))
+    result['drop_points'] = result['pytorch']['points'] - result[pair.backend]['points']
+    result['ok'] = result['drop_points'] <= max_drop
+    return result
+
+
+def _draw(pair: Deployment, image: str, results: Dict[str, object], work_dir: str) -> Dict[str, str]:
+    drawn = {}
+    for name, result in results.items():
+        path = osp.join(work_dir, f'output_{name}.jpg')
+        pair.processor.visualize(image=image, result=result, output_file=path, window_name=name)
+        drawn[name] = path
+    return drawn
 
 
 def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: str,
            work_dir: str, test_images: Optional[List[str]] = None, iters: int = 10,
            warmup: int = 2, threads: Optional[int] = None, dump_info: bool = False,
-           tolerances: Optional[Tolerances] = None) -> dict:
-    """Export, check parity on every image, time; return (and write) the record."""
+           tolerances: Optional[Tolerances] = None, calib_dataset_cfg: Optional[str] = None,
+           max_drop: Optional[float] = None, verbose: bool = False) -> dict:
+    """Export, check (parity, or the metric for reduced precision), time, draw; return (and
+    write) the record."""
     deploy_cfg = read_deploy_config(deploy_cfg_path)
-    require('mmdeploy', 'onnx', backend_of(deploy_cfg))
-    if threads:
-        torch.set_num_threads(threads)
+    backend, precision = backend_of(deploy_cfg), precision_of(deploy_cfg)
+    require('mmdeploy', 'onnx', backend, *(['nncf'] if precision == 'int8' else []))
+    check_task(deploy_cfg, load_config(model_cfg_path, pretrained=False), model_cfg_path)
+    support = precision_support(precision) if precision != 'f32' else 'native'
     for path in [image] + list(test_images or []):
         if not osp.isfile(path):
-            raise FileNotFoundError(f'Image {path} not found.')
-    pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir,
-                           torch.get_num_threads())
-    backend = pair.backend
-    data = pair.prepare(image)
-    record = dict(deploy_config=deploy_cfg_path, model_config=model_cfg_path,
-                  checkpoint=checkpoint, backend=backend, files=pair.files,
-                  input_shape=list(data['inputs'].shape), static=pair.static,
-                  fused=True, parity={}, **environment('cpu'))
-    failures = []
-    for path in [image] + list(test_images or []):
-        sample = data if path == image else pair.prepare(path)
-        report = compare_results(predict(pair.model, sample)[0],
-                                 predict(pair.backend_model, sample)[0], tolerances)
-        record['parity'][path] = dict(input_shape=list(sample['inputs'].shape),
-                                      **report.as_dict())
-        failures += [f'{path}: {failure}' for failure in report.failures]
-
-    times = time_interleaved({'pytorch': functools.partial(predict, pair.model, data),
-                              backend: functools.partial(predict, pair.backend_model, data)},
-                             iters, warmup)
+            raise DeployError(f'Image {path} not found.')
+    max_drop = max_metric_drop(deploy_cfg) if max_drop is None else max_drop
+    os.makedirs(work_dir, exist_ok=True)
+    log_file = osp.join(work_dir, 'deploy.log')
+    with quiet(log_file, verbose), torch_threads(threads) as used_threads:
+        pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir,
+                               used_threads, calib_dataset_cfg, spinning=False)
+        data = pair.prepare(image)
+        record = dict(deploy_config=deploy_cfg_path, model_config=model_cfg_path,
+                      checkpoint=checkpoint, backend=backend, precision=precision,
+                      precision_support=support, files=pair.files, log=log_file,
+                      input_shape=list(data['inputs'].shape), static=pair.static,
+                      fused=True, calibration_images=pair.calibration_images, parity={},
+                      **environment('cpu'))
+        exact = precision == 'f32'
+        failures = []
+        for path in [image] + list(test_images or []):
+            sample = data if path == image else pair.prepare(path)
+            outputs = dict(pytorch=predict(pair.model, sample)[0],
+                           **{backend: predict(pair.backend_model, sample)[0]})
+            report = compare_results(outputs['pytorch'], outputs[backend], tolerances)
+            record['parity'][path] = dict(input_shape=list(sample['inputs'].shape),
+                                          checked=exact, **report.as_dict())
+            if exact:
+                failures += [f'{path}: {failure}' for failure in report.failures]
+            if path == image:
+                record['drawn'] = _draw(pair, image, outputs, work_dir)
+        if not exact:
+            record['metric_check'] = _metric_check(pair, deploy_cfg, work_dir, max_drop)
+        times = time_interleaved({'pytorch': functools.partial(predict, pair.model, data),
+                                  backend: functools.partial(predict, pair.backend_model, data)},
+                                 iters, warmup)
+        if dump_info:
+            from mmdeploy.backend.sdk.export_info import export2SDK
+            export2SDK(deploy_cfg, pair.model_cfg, work_dir, pth=checkpoint, device='cpu')
     speed = record['speed'] = {name: summarize(seconds) for name, seconds in times.items()}
     record['speedup'] = speed['pytorch']['ms_per_img'] / speed[backend]['ms_per_img']
-    if dump_info:
-        from mmdeploy.backend.sdk.export_info import export2SDK
-        export2SDK(deploy_cfg, pair.model_cfg, work_dir, pth=checkpoint, device='cpu')
     with open(osp.join(work_dir, 'deploy_record.json'), 'w') as f:
         json.dump(record, f, indent=2)
     if failures:
         raise ParityError(f'{backend} differs from PyTorch ({len(failures)} problem(s)):\n  '
                           + '\n  '.join(failures))
+    check = record.get('metric_check') or {}
+    if check.get('run') and not check['ok']:
+        raise MetricDropError(
+            f"{backend} {precision} loses {check['drop_points']:.2f} points of "
+            f"{check['pytorch']['metric']} ({check['pytorch']['points']:.2f} -> "
+            f"{check[backend]['points']:.2f}), more than the accepted {max_drop:.2f} "
+            '(evaluation_config.max_drop or --max-metric-drop)')
     return record
 
 
 def summary_lines(record: Dict) -> List[str]:
-    backend = record['backend']
-    lines = [f"[evit_mm deploy] {record['files']['onnx']} ({backend}, input "
-             f"{'x'.join(map(str, record['input_shape']))})"]
+    backend, precision = record['backend'], record['precision']
+    lines = [f"[evit_mm deploy] {record['files'].get('openvino_xml', record['files']['onnx'])} "
+             f"({backend} {precision}, input {'x'.join(map(str, record['input_shape']))}; "
+             f"log: {record['log']})"]
     for path, parity in record['parity'].items():
         worst = ', '.join(f'{k} {v:.4g}' for k, v in parity['worst'].items()) or 'nothing above '\
             'the score threshold'
-        lines.append(f"  parity on {path}: {'OK' if parity['ok'] else 'FAILED'}, "
-                     f"{parity['compared']} compared, worst {worst}")
+        verdict = ('OK' if parity['ok'] else 'FAILED') if parity['checked'] else 'info'
+        counts = (f", {parity['counts'][0]} vs {parity['counts'][1]} above the threshold"
+                  if parity.get('counts') else '')
+        lines.append(f"  {'parity' if parity['checked'] else 'agreement'} on {path}: "
+                     f"{verdict}, {parity['compared']} compared{counts}, worst {worst}")
+    check = record.get('metric_check')
+    if check is not None and check.get('run'):
+        lines.append(f"  {check['pytorch']['metric']} on the test set: PyTorch "
+                     f"{check['pytorch']['points']:.2f}, {backend} {precision} "
+                     f"{check[backend]['points']:.2f} points (drop {check['drop_points']:+.2f}, "
+                     f"accepted {check['max_drop_points']:.2f}): "
+                     f"{'OK' if check['ok'] else 'FAILED'}")
+    elif check is not None:
+        lines.append(f"  accuracy NOT checked: {check['reason']}")
+    if record['precision_support'] != 'native':
+        lines.append(f"  note: {record['precision_support']}")
     speed = record['speed']
-    lines.append(f"  FPS ({record['threads']} threads, batch 1, post-processing included): "
-                 f"PyTorch fused {speed['pytorch']['fps']:.2f}, {backend} "
+    lines.append(f"  FPS ({record['threads']} threads, batch 1, post-processing included; "
+                 f"{record['device_name']}, {', '.join(record['cpu_flags']) or 'no flags'}): "
+                 f"PyTorch fused {speed['pytorch']['fps']:.2f}, {backend} {precision} "
                  f"{speed[backend]['fps']:.2f} ({record['speedup']:.2f}x)")
+    if record.get('drawn'):
+        lines.append(f"  drawn: {', '.join(record['drawn'].values())}")
     return lines
 
 
@@ -185,25 +256,40 @@ def main(argv: Optional[List[str]] = None) -> dict:
                                            'detection_onnxruntime_static-800x1344.py')
     parser.add_argument('model_cfg', help='model config (ours)')
     parser.add_argument('checkpoint', help='trained checkpoint, e.g. work_dirs/.../epoch_12.pth')
-    parser.add_argument('img', help='image used to export, check and time the model')
+    parser.add_argument('img', help='image used to export, check, draw and time the model')
     parser.add_argument('--work-dir', default=os.getcwd(), help='where the backend files go')
     parser.add_argument('--device', default='cpu', choices=['cpu'],
-                        help='export device (the CPU backends run on the CPU)')
+                        help='export device; the CPU backends run on the CPU (mmdeploy\'s option, '
+                             'kept for its command line)')
     parser.add_argument('--test-img', nargs='+', default=[],
-                        help='more images to check parity on (dynamic configs: at their size)')
+                        help='more images to check on (dynamic configs: at their size)')
+    parser.add_argument('--calib-dataset-cfg',
+                        help="int8: a config whose val_dataloader (else test_dataloader) gives "
+                             "the calibration images (default: the model config's)")
     parser.add_argument('--dump-info', action='store_true',
                         help="also write mmdeploy's SDK files (deploy/pipeline/detail.json)")
     parser.add_argument('--iters', type=int, default=10, help='timed rounds (after 2 warm-up)')
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch and the backend')
+    parser.add_argument('--allow-empty', action='store_true',
+                        help='pass parity when neither side detects anything above the score '
+                             'threshold')
+    parser.add_argument('--max-metric-drop', type=float,
+                        help='bf16/int8: metric points the backend may lose on the test set '
+                             '(default: evaluation_config.max_drop of the deploy config, else 1.0)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="show mmdeploy's, mmengine's and the runtimes' output instead of "
+                             'writing it to WORK_DIR/deploy.log')
     args = parser.parse_args(argv)
     try:
         record = deploy(args.deploy_cfg, args.model_cfg, args.checkpoint, args.img,
                         args.work_dir, args.test_img, iters=args.iters, threads=args.threads,
-                        dump_info=args.dump_info)
-    except ParityError as err:
-        sys.exit(f'[evit_mm deploy] PARITY FAILED: {err}\n(record: '
-                 f"{osp.join(args.work_dir, 'deploy_record.json')})")
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f'[evit_mm deploy] {err}')
+                        dump_info=args.dump_info,
+                        tolerances=Tolerances(allow_empty=args.allow_empty),
+                        calib_dataset_cfg=args.calib_dataset_cfg,
+                        max_drop=args.max_metric_drop, verbose=args.verbose)
+    except (ParityError, MetricDropError) as err:
+        kind = 'PARITY' if isinstance(err, ParityError) else 'METRIC CHECK'
+        raise SystemExit(f'[evit_mm deploy] {kind} FAILED: {err}\n(record: '
+                         f"{osp.join(args.work_dir, 'deploy_record.json')})")
     print('\n'.join(summary_lines(record)))
     return record

@@ -1,9 +1,13 @@
 """Does a deployed model give PyTorch's detections, masks or label maps?
 
-Thresholds (the tool's defaults): every one of PyTorch's top-k detections with a
-score above ``score_thr`` has a backend detection of the same label with box IoU
->= 0.99 and a score within 1e-3; the matched masks have IoU >= 0.98; label maps
-agree on >= 99.9 % of their pixels.
+Thresholds (the tool's defaults), both ways: every one of PyTorch's top-k detections
+with a score above ``score_thr`` has a backend detection of the same label with box
+IoU >= 0.99 and a score within 1e-3, and every such backend detection has a PyTorch
+one; both sides have as many detections above the threshold (up to those within the
+score tolerance of it); the matched masks have IoU >= 0.98, and a backend without
+masks where PyTorch has them fails; label maps agree on >= 99.9 % of their pixels.
+Nothing above the threshold on either side is a failure ("0 compared") unless
+``allow_empty``.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -19,6 +23,7 @@ class Tolerances:
     score_diff: float = 1e-3
     mask_iou: float = 0.98
     pixel_agreement: float = 0.999
+    allow_empty: bool = False
 
 
 @dataclass
@@ -27,13 +32,14 @@ class ParityReport:
     compared: int = 0
     failures: List[str] = field(default_factory=list)
     worst: dict = field(default_factory=dict)
+    counts: Optional[List[int]] = None  # detections above the threshold: PyTorch, backend
 
     @property
     def ok(self) -> bool:
         return not self.failures
 
     def as_dict(self) -> dict:
-        return dict(ok=self.ok, compared=self.compared, worst=self.worst,
+        return dict(ok=self.ok, compared=self.compared, counts=self.counts, worst=self.worst,
                     failures=self.failures)
 
 
@@ -63,21 +69,27 @@ def _worse(report: ParityReport, key: str, value: float, lower_is_worse: bool) -
         report.worst[key] = value
 
 
-def compare_instances(reference, candidate, tol: Optional[Tolerances] = None) -> ParityReport:
-    """Match PyTorch's confident detections (``reference``, an mmdet ``InstanceData``)
-    to the backend's (``candidate``); masks too when both have them."""
-    tol = tol or Tolerances()
-    report = ParityReport()
-    keep = (reference.scores > tol.score_thr).nonzero().flatten()[:tol.top_k]
-    with_masks = 'masks' in reference and 'masks' in candidate
-    for i in keep.tolist():
+def _describe(instances, i: int) -> str:
+    box = [round(v, 1) for v in instances.bboxes[i].tolist()]
+    return f'(label {int(instances.labels[i])}, score {float(instances.scores[i]):.4f}, box {box})'
+
+
+def _confident(instances, tol: Tolerances) -> torch.Tensor:
+    order = instances.scores.argsort(descending=True)
+    return order[instances.scores[order] > tol.score_thr][:tol.top_k]
+
+
+def _match(reference, candidate, side: str, other: str, tol: Tolerances,
+           report: ParityReport, masks: bool) -> None:
+    """Every confident detection of ``reference`` has a twin in ``candidate``: same label,
+    box IoU and score within the tolerances (and mask IoU, with ``masks``)."""
+    for i in _confident(reference, tol).tolist():
         label, score, box = reference.labels[i], reference.scores[i], reference.bboxes[i]
         same_label = (candidate.labels == label).nonzero().flatten()
         report.compared += 1
-        where = (f'detection {i} (label {int(label)}, score {float(score):.4f}, box '
-                 f'{[round(v, 1) for v in box.tolist()]})')
+        where = f'{side} detection {i} {_describe(reference, i)}'
         if len(same_label) == 0:
-            report.failures.append(f'{where}: the backend has no detection of this label')
+            report.failures.append(f'{where}: {other} has no detection of this label')
             continue
         ious = box_iou(box[None], candidate.bboxes[same_label])[0]
         # among the boxes that overlap as required, the closest score
@@ -85,7 +97,7 @@ def compare_instances(reference, candidate, tol: Optional[Tolerances] = None) ->
         best_iou = float(ious.max())
         _worse(report, 'box_iou', best_iou, lower_is_worse=True)
         if len(close) == 0:
-            report.failures.append(f'{where}: best IoU with a backend box of this label is '
+            report.failures.append(f'{where}: best IoU with a {other} box of this label is '
                                    f'{best_iou:.4f} < {tol.box_iou}')
             continue
         diffs = (candidate.scores[close] - score).abs()
@@ -94,11 +106,38 @@ def compare_instances(reference, candidate, tol: Optional[Tolerances] = None) ->
         _worse(report, 'score_diff', diff, lower_is_worse=False)
         if diff > tol.score_diff:
             report.failures.append(f'{where}: score differs by {diff:.2e} > {tol.score_diff}')
-        if with_masks:
+        if masks:
             iou = mask_iou(reference.masks[i], candidate.masks[j])
             _worse(report, 'mask_iou', iou, lower_is_worse=True)
             if iou < tol.mask_iou:
                 report.failures.append(f'{where}: mask IoU {iou:.4f} < {tol.mask_iou}')
+
+
+def compare_instances(reference, candidate, tol: Optional[Tolerances] = None) -> ParityReport:
+    """PyTorch's confident detections (``reference``, an mmdet ``InstanceData``) against the
+    backend's (``candidate``) and back; their counts; masks when PyTorch has them."""
+    tol = tol or Tolerances()
+    report = ParityReport()
+    masks = 'masks' in reference
+    if masks and 'masks' not in candidate:
+        report.failures.append('PyTorch returns masks, the backend none: the deploy config '
+                               'exports boxes only (use an instance-seg config)')
+        masks = False
+    _match(reference, candidate, 'PyTorch', 'the backend', tol, report, masks)
+    forward = report.compared
+    _match(candidate, reference, 'backend', 'PyTorch', tol, report, False)
+    report.compared = forward
+    counts = [int((side.scores > tol.score_thr).sum()) for side in (reference, candidate)]
+    borderline = sum(int(((side.scores - tol.score_thr).abs() <= tol.score_diff).sum())
+                     for side in (reference, candidate))
+    report.counts = counts
+    if abs(counts[0] - counts[1]) > borderline:
+        report.failures.append(f'PyTorch has {counts[0]} detections above {tol.score_thr}, the '
+                               f'backend {counts[1]}')
+    if counts == [0, 0] and not tol.allow_empty:
+        report.failures.append(f'0 compared: neither PyTorch nor the backend has a detection '
+                               f'above {tol.score_thr}; use an image the model detects '
+                               'something in (or --allow-empty)')
     return report
 
 

@@ -76,7 +76,7 @@ def _cpuinfo(key: str) -> str:
     return ''
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     return _cpuinfo('model name') or platform.processor() or platform.machine()
 
 
@@ -89,7 +89,7 @@ def cpu_flags() -> List[str]:
 def environment(device: str) -> dict:
     """What a timing depends on: device, threads, library versions."""
     cuda = str(device).startswith('cuda')
-    name = torch.cuda.get_device_name(device) if cuda else _cpu_name()
+    name = torch.cuda.get_device_name(device) if cuda else cpu_name()
     return dict(device=str(device), device_name=name, cpu_flags=cpu_flags(),
                 threads=torch.get_num_threads(), torch=torch.__version__)
 

@@ -9,12 +9,13 @@ import torch
 import torch.nn as nn
 from mmengine.config import Config
 
-from ..checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
-from ..config import build_model, framework_of, load_config
+from .checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+from .config import build_model, framework_of, load_config
 
 
 def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: bool = False,
-                          device: str = 'cpu') -> Tuple[nn.Module, Config, str]:
+                          device: str = 'cpu', cfg_options: Optional[dict] = None
+                          ) -> Tuple[nn.Module, Config, str]:
     """``(model, cfg, framework)`` in eval mode on ``device``.
 
     Without a checkpoint the weights are the model's own initialisation (the network's
@@ -25,7 +26,7 @@ def build_inference_model(config: str, checkpoint: Optional[str] = None, fuse: b
     ``fuse``, the backbone is switched to deploy and mmcv fuses the remaining
     Conv+BN pairs.
     """
-    cfg = load_config(config, pretrained=False)
+    cfg = load_config(config, cfg_options, pretrained=False)
     model = build_model(cfg)
     framework = framework_of(cfg)
     if checkpoint:
