@@ -275,7 +275,7 @@ def test_pre_nms_selection_is_mmdets():
     """The export keeps the same (anchor, class) pairs as mmdet, not mmdeploy's per-anchor top-k."""
     from mmdet.models.utils import filter_scores_and_topk
 
-    from evit_mm.deployment.dense_head import _pairs_topk
+    from evit_mm.deployment.rewrites import _pairs_topk
     torch.manual_seed(0)
     scores = torch.rand(1, 50, 4)
     boxes, priors = torch.rand(1, 50, 4), torch.rand(1, 50, 4)

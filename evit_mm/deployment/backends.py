@@ -3,13 +3,15 @@
 mmdeploy 1.3.1 calls ``torch.onnx.export`` without ``dynamo=False``; torch >= 2.9
 defaults to the dynamo exporter, which cannot apply mmdeploy's rewrites. The legacy
 exporter is selected only inside :func:`legacy_onnx_exporter`, i.e. while our tool
-exports, and so is our dense-head rewrite (:mod:`.dense_head`). OpenVINO compiles
+exports, and so are our rewrites (:mod:`.rewrites`). OpenVINO compiles
 the same ONNX with a current ``openvino`` (``Core().compile_model``): mmdeploy's own
 OpenVINO backend needs the legacy openvino-dev (<= 2023) API.
 
-The backend models are mmdeploy's end-to-end detector (its post-processing, plus
-clipping every box to its own image as mmdet does) and mmseg's post-processing
-around the exported logits; both run our runner, built once.
+Exported detectors take a second input, ``img_shape`` (``[H, W]`` of the resized image
+before padding), so that the graph clips boxes to the image before NMS as mmdet does.
+The backend models are mmdeploy's end-to-end detector (feeding ``img_shape``, then its
+own post-processing) and mmseg's post-processing around the exported logits; both run
+our runner, built once.
 """
 import contextlib
 import copy
@@ -28,11 +30,12 @@ from mmengine.model import BaseModel
 
 from ..config import build_model
 from ..errors import MissingExtraError
-from . import dense_head
+from . import rewrites
 from .deploy_config import backend_of, precision_of
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
+IMG_SHAPE = 'img_shape'  # the detectors' second graph input
 
 
 class DeployStackMissingError(MissingExtraError):
@@ -105,26 +108,42 @@ def legacy_onnx_exporter() -> Iterator[None]:
 
 def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: str) -> str:
     """Export ``model`` (a copy: mmdeploy rewrites the model it exports) to
-    ``work_dir/end2end.onnx`` with mmdeploy's rewrites; return the file."""
+    ``work_dir/end2end.onnx`` with mmdeploy's rewrites and ours; return the file. Detectors
+    get the second input ``img_shape``."""
     from mmdeploy.apis.core.pipeline_manager import no_mp
     from mmdeploy.apis.onnx import export
     from mmdeploy.utils import get_dynamic_axes, get_onnx_config
     onnx_cfg = get_onnx_config(deploy_cfg)
-    names = onnx_cfg['input_names'] + onnx_cfg['output_names']
+    input_names = list(onnx_cfg['input_names'])
     prefix = osp.join(work_dir, osp.splitext(onnx_cfg.get('save_file', 'end2end.onnx'))[0])
     backend = backend_of(deploy_cfg)
-    # mmdet's pre-NMS top-k instead of mmdeploy's approximation, for heads it serves
-    with no_mp(), legacy_onnx_exporter(), dense_head.rewrite_for(model, backend):
-        export(copy.deepcopy(model), data['inputs'],
-               input_metas=dict(data_samples=data['data_samples'], mode='predict'),
-               output_path_prefix=prefix, backend=backend,
-               input_names=onnx_cfg['input_names'], output_names=onnx_cfg['output_names'],
+    model = copy.deepcopy(model)
+    traced, args = model, data['inputs']
+    metas = dict(data_samples=data['data_samples'], mode='predict')
+    if is_detector(model):
+        traced = rewrites.ImageShapeInput(model, data['data_samples']).eval()
+        args, metas = (data['inputs'], image_shape(data['data_samples'])), {}
+        input_names.append(IMG_SHAPE)
+    names = input_names + onnx_cfg['output_names']
+    with no_mp(), legacy_onnx_exporter(), rewrites.rewrites_for(model, backend):
+        export(traced, args, input_metas=metas, output_path_prefix=prefix, backend=backend,
+               input_names=input_names, output_names=onnx_cfg['output_names'],
                context_info=dict(deploy_cfg=deploy_cfg),
                opset_version=onnx_cfg.get('opset_version', 11),
                dynamic_axes=get_dynamic_axes(deploy_cfg, names),
                keep_initializers_as_inputs=onnx_cfg.get('keep_initializers_as_inputs', False),
                optimize=onnx_cfg.get('optimize', False))
     return prefix + '.onnx'
+
+
+def is_detector(model: nn.Module) -> bool:
+    from mmdet.models.detectors import BaseDetector
+    return isinstance(model, BaseDetector)
+
+
+def image_shape(data_samples: list) -> torch.Tensor:
+    """The ``img_shape`` graph input: ``[H, W]`` of the (first) resized image, unpadded."""
+    return torch.tensor(data_samples[0].metainfo['img_shape'][:2], dtype=torch.int64)
 
 
 class BackendRunner(nn.Module):
@@ -220,21 +239,10 @@ def save_openvino_model(onnx_file: str, work_dir: str) -> str:
     return xml
 
 
-def clip_to_images(dets: torch.Tensor, data_samples: list) -> torch.Tensor:
-    """Clip each image's boxes (``[N, num_dets, 5]``, network input coordinates) to that
-    image's own resized shape, as mmdet's box decoding does with ``img_shape``. The exported
-    graph can only clip to its (padded) input."""
-    for boxes, sample in zip(dets, data_samples):
-        height, width = sample.metainfo['img_shape'][:2]
-        boxes[:, 0:4:2] = boxes[:, 0:4:2].clamp(0, width)
-        boxes[:, 1:4:2] = boxes[:, 1:4:2].clamp(0, height)
-    return dets
-
-
 @functools.lru_cache(maxsize=None)
 def _detector_class() -> type:
-    """mmdeploy's end-to-end detector on a runner we built (no second backend session), with
-    the boxes clipped to each image before mmdeploy's post-processing."""
+    """mmdeploy's end-to-end detector on a runner we built (no second backend session),
+    feeding the graph each image's ``img_shape``."""
     from mmdeploy.codebase.mmdet.deploy.object_detection_model import End2EndModel
 
     class BackendDetector(End2EndModel):
@@ -243,9 +251,9 @@ def _detector_class() -> type:
 
         def forward(self, inputs: torch.Tensor, data_samples: list, mode: str = 'predict',
                     **kwargs) -> list:
-            outputs = self.predict(inputs.contiguous())
-            dets = clip_to_images(outputs[0], data_samples)
-            self.postprocessing_results(dets, outputs[1], outputs[2] if len(outputs) > 2
+            outputs = self.wrapper.output_to_list(self.wrapper({
+                self.input_name: inputs.contiguous(), IMG_SHAPE: image_shape(data_samples)}))
+            self.postprocessing_results(outputs[0], outputs[1], outputs[2] if len(outputs) > 2
                                         else None, data_samples)
             return data_samples
 

@@ -1,6 +1,14 @@
-"""mmdet's pre-NMS selection for dense heads, as an mmdeploy rewrite (ONNX Runtime, OpenVINO).
+"""mmdeploy rewrites of our exports: boxes clipped to the image, mmdet's pre-NMS selection.
 
-mmdet 3.x keeps, per level, the ``nms_pre`` best (anchor, class) pairs above
+**The image's own shape.** mmdet clips every decoded box to ``img_shape`` (the resized
+image before padding) and then runs NMS. mmdeploy's detector rewrites set ``img_shape``
+to the (padded) input's shape, so the exported graph clips to the padding instead, and
+boxes at the right and bottom borders, and NMS among them, differ from mmdet's whenever
+the resized image is not a multiple of 32. Our detector ``forward`` rewrites take the
+shape from a second graph input, ``img_shape`` (int64 ``[H, W]``), which the backend
+models feed from each image's metainfo; everything after it is mmdeploy's.
+
+**Pre-NMS selection.** mmdet 3.x keeps, per level, the ``nms_pre`` best (anchor, class) pairs above
 ``score_thr`` (``filter_scores_and_topk``). mmdeploy 1.3.1 keeps the ``nms_pre`` best
 *anchors* by their maximum class score, with every class of each. When a level has more
 than ``nms_pre`` confident pairs, the exported model then keeps (anchor, class) pairs
@@ -8,19 +16,21 @@ that PyTorch drops, and its detections differ from PyTorch's (measured on a trai
 RetinaNet: two of the top 100 detections replaced). This rewrite selects pairs like
 mmdet; the NMS after it is mmdeploy's (standard ONNX ``NonMaxSuppression``).
 
-:func:`rewrite_for` registers it in mmdeploy's rewriter registry only around one of
-our exports, only when the model's dense head is one it serves (sigmoid classifier,
-no score factors, ``nms_pre > 0``, mmdet's own ``predict_by_feat``), and removes it
-afterwards, exception or not: other heads (FCOS, ATSS, SSD, ...) and every export
-outside ours keep mmdeploy's own rewrite.
+:func:`rewrites_for` registers them in mmdeploy's rewriter registry only around one of
+our exports (the pre-NMS one only when the model's dense head is one it serves: sigmoid
+classifier, no score factors, ``nms_pre > 0``, mmdet's own ``predict_by_feat``) and
+removes them afterwards, exception or not: other heads (FCOS, ATSS, SSD, ...) keep
+mmdeploy's own rewrite, and every export outside ours all of mmdeploy's.
 """
 import contextlib
-from typing import Iterator
+from typing import Iterator, List
 
 import torch
 import torch.nn as nn
 
 FUNC = 'mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat'
+SINGLE_STAGE = 'mmdet.models.detectors.single_stage.SingleStageDetector.forward'
+TWO_STAGE = 'mmdet.models.detectors.two_stage.TwoStageDetector.forward'
 SCORE_FACTOR_LAYERS = ('conv_centerness', 'atss_centerness')  # FCOS; ATSS, PAA
 
 
@@ -85,6 +95,40 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
         pre_top_k=post.pre_top_k, keep_top_k=cfg.get('max_per_img', post.keep_top_k))
 
 
+def _set_img_shape(data_samples: list, img_shape: torch.Tensor) -> list:
+    for sample in data_samples:
+        sample.set_field(name='img_shape', value=img_shape, field_type='metainfo')
+    return data_samples
+
+
+def single_stage_forward(self, batch_inputs: torch.Tensor, data_samples: list,
+                         mode: str = 'predict', *, img_shape: torch.Tensor, **kwargs):
+    """``SingleStageDetector.forward`` for export, clipping to the ``img_shape`` input."""
+    data_samples = _set_img_shape(data_samples, img_shape)
+    return self.bbox_head.predict(self.extract_feat(batch_inputs), data_samples, rescale=False)
+
+
+def two_stage_forward(self, batch_inputs: torch.Tensor, data_samples: list,
+                      mode: str = 'predict', *, img_shape: torch.Tensor, **kwargs):
+    """``TwoStageDetector.forward`` for export, clipping to the ``img_shape`` input."""
+    data_samples = _set_img_shape(data_samples, img_shape)
+    features = self.extract_feat(batch_inputs)
+    proposals = self.rpn_head.predict(features, data_samples, rescale=False)
+    return self.roi_head.predict(features, proposals, data_samples, rescale=False)
+
+
+class ImageShapeInput(nn.Module):
+    """What our detection exports trace: ``(input, img_shape)`` -> the detector's outputs."""
+
+    def __init__(self, detector: nn.Module, data_samples: list) -> None:
+        super().__init__()
+        self.detector = detector
+        self.data_samples = data_samples
+
+    def forward(self, inputs: torch.Tensor, img_shape: torch.Tensor):
+        return self.detector(inputs, self.data_samples, mode='predict', img_shape=img_shape)
+
+
 def serves(model: nn.Module) -> bool:
     """Whether the model's dense head is one :func:`predict_by_feat` reproduces exactly."""
     from mmdet.models.dense_heads.base_dense_head import BaseDenseHead
@@ -97,22 +141,37 @@ def serves(model: nn.Module) -> bool:
             and not any(hasattr(head, name) for name in SCORE_FACTOR_LAYERS))
 
 
+def _rewrites(model: nn.Module) -> List[tuple]:
+    from mmdet.models.detectors import SingleStageDetector, TwoStageDetector
+    found = []
+    if isinstance(model, SingleStageDetector):
+        found.append((SINGLE_STAGE, single_stage_forward))
+    elif isinstance(model, TwoStageDetector):
+        found.append((TWO_STAGE, two_stage_forward))
+    if serves(model):
+        found.append((FUNC, predict_by_feat))
+    return found
+
+
 @contextlib.contextmanager
-def rewrite_for(model: nn.Module, backend: str) -> Iterator[bool]:
-    """Inside the block, and only if :func:`serves` the model: :func:`predict_by_feat` is
-    mmdeploy's rewrite of ``BaseDenseHead.predict_by_feat`` for ``backend``. mmdeploy's
-    registry is as before afterwards, exception or not. Yields whether it is registered."""
-    if not serves(model):
-        yield False
+def rewrites_for(model: nn.Module, backend: str) -> Iterator[List[str]]:
+    """Inside the block: our rewrites for ``model`` registered in mmdeploy for ``backend``
+    (they win over mmdeploy's default ones). mmdeploy's registry is as before afterwards,
+    exception or not. Yields the rewritten functions."""
+    rewrites = _rewrites(model)
+    if not rewrites:
+        yield []
         return
     from mmdeploy.core import FUNCTION_REWRITER
     records = FUNCTION_REWRITER._registry._rewrite_records
-    before = list(records[FUNC]) if FUNC in records else None
-    FUNCTION_REWRITER.register_rewriter(FUNC, backend=backend)(predict_by_feat)
+    before = {name: list(records[name]) if name in records else None for name, _ in rewrites}
+    for name, function in rewrites:
+        FUNCTION_REWRITER.register_rewriter(name, backend=backend)(function)
     try:
-        yield True
+        yield [name for name, _ in rewrites]
     finally:
-        if before is None:
-            records.pop(FUNC, None)
-        else:
-            records[FUNC] = before
+        for name, saved in before.items():
+            if saved is None:
+                records.pop(name, None)
+            else:
+                records[name] = saved
