@@ -193,7 +193,8 @@ class EvalSpeedHook(Hook):
                           images_timed=self._images,
                           warmup_iters=min(self._warmup, self._calls),
                           batch_size=dataloader.batch_size, fused=self.fuse,
-                          device=str(next(runner.model.parameters()).device),
+                          device=str(next((p.device for p in runner.model.parameters()),
+                                          'cpu')),
                           threads=torch.get_num_threads(), world_size=runner.world_size)
 
     def before_test(self, runner) -> None:

@@ -1,6 +1,6 @@
 """Dataset presence and the ``--demo`` settings of ``tools/train.py`` / ``tools/test.py``."""
 import os
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config, ConfigDict
 
@@ -66,19 +66,22 @@ def _expected_paths(dataset: ConfigDict) -> List[str]:
     return paths or [root]
 
 
-def _needed_files(cfg: Config) -> Iterator[Tuple[str, str]]:
-    """``(setting, path)`` of every dataset path and evaluator annotation file of ``cfg``."""
+def _needed_files(cfg: Config, splits: Sequence[str]) -> Iterator[Tuple[str, str]]:
+    """``(setting, path)`` of every dataset path and evaluator annotation file of ``cfg``
+    for the ``splits`` ('train', 'val', 'test')."""
     for loader, dataset in iter_datasets(cfg):
-        for path in _expected_paths(dataset):
-            yield loader, path
+        if loader.split('_')[0] in splits:
+            for path in _expected_paths(dataset):
+                yield loader, path
     for key, metric in iter_evaluators(cfg):
-        if metric.get('ann_file'):
+        if key.split('_')[0] in splits and metric.get('ann_file'):
             yield key, metric['ann_file']
 
 
-def check_dataset(cfg: Config) -> None:
-    """Raise :class:`DatasetMissingError` naming the first missing dataset or evaluator file."""
-    for loader, path in _needed_files(cfg):
+def check_dataset(cfg: Config, splits: Sequence[str] = ('train', 'val', 'test')) -> None:
+    """Raise :class:`DatasetMissingError` naming the first missing dataset or evaluator file
+    of the ``splits`` a run uses."""
+    for loader, path in _needed_files(cfg, splits):
         if os.path.exists(path):
             continue
         benchmark = [help for root, help in BENCHMARKS.items()

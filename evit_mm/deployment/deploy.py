@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import glob
 import json
 import os
 import os.path as osp
@@ -124,7 +125,7 @@ def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str,
                   max_drop: float) -> dict:
     """PyTorch's and the backend's metric on the model config's test set, and the drop."""
     try:
-        check_dataset(pair.model_cfg)
+        check_dataset(pair.model_cfg, splits=('test',))
     except DatasetMissingError as err:
         return dict(run=False, reason=str(err))
     framework = framework_of(pair.model_cfg)
@@ -139,12 +140,15 @@ def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str,
     return result
 
 
-def _draw(pair: Deployment, image: str, results: Dict[str, object], work_dir: str) -> Dict[str, str]:
+def _draw(pair: Deployment, image: str, results: Dict[str, object], work_dir: str
+          ) -> Dict[str, str]:
+    """mmdeploy's drawings of each side's result, ``output_<name>.*`` as its deploy tool."""
     drawn = {}
     for name, result in results.items():
-        path = osp.join(work_dir, f'output_{name}.jpg')
-        pair.processor.visualize(image=image, result=result, output_file=path, window_name=name)
-        drawn[name] = path
+        pair.processor.visualize(image=image, result=result, window_name=name,
+                                 output_file=osp.join(work_dir, f'output_{name}.jpg'))
+        files = sorted(glob.glob(osp.join(work_dir, f'output_{name}*')), key=osp.getmtime)
+        drawn[name] = files[-1] if files else None
     return drawn
 
 

@@ -14,6 +14,7 @@ and their difference are printed.
 import argparse
 import copy
 import json
+import numbers
 import os
 import os.path as osp
 from typing import Dict, List, Optional, Tuple
@@ -75,7 +76,7 @@ def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, 
     runner.register_hook(speed_hook)
     metrics = runner.test()
     speed = dict(speed_hook.speed, fused=True)
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}, speed
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, speed
 
 
 def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
@@ -86,7 +87,7 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
     model_cfg = load_config(model_cfg_path, cfg_options, pretrained=False)
     framework = framework_of(model_cfg)
     check_task(deploy_cfg, model_cfg, model_cfg_path)
-    check_dataset(model_cfg)
+    check_dataset(model_cfg, splits=('test',))
     for path in files:
         if not osp.isfile(path):
             raise DeployError(f'Backend file {path} not found; deploy.py writes it to its '

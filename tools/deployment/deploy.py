@@ -1,5 +1,10 @@
 """See evit_mm/deployment/deploy.py."""
-from evit_mm.deployment.deploy import main
+import warnings
+
+# mmengine imports pkg_resources, whose deprecation warning would open every run's output
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from evit_mm.deployment.deploy import main  # noqa: E402
 
 if __name__ == '__main__':
     main()

@@ -1,5 +1,10 @@
-"""Evaluate a deployed model on the model config's test set: see evit_mm/deployment/evaluate.py."""
-from evit_mm.deployment.evaluate import main
+"""See evit_mm/deployment/evaluate.py."""
+import warnings
+
+# mmengine imports pkg_resources, whose deprecation warning would open every run's output
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from evit_mm.deployment.evaluate import main  # noqa: E402
 
 if __name__ == '__main__':
     main()
