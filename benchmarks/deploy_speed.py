@@ -1,138 +1,180 @@
-"""Speed targets of the deployed models: ONNX Runtime and OpenVINO against the fused PyTorch model.
+"""Deployed models on a CPU, per runtime and precision: speed against the fused PyTorch model,
+and the metric on the demo val split.
 
-    python benchmarks/deploy_speed.py [--threads 2] [--rounds 5] [--only retinanet]
+    python benchmarks/deploy_speed.py [--threads 2] [--rounds 5] [--only retinanet_m4]
+        [--demo-dir NAME=WORK_DIR ...]
 
-CPU, batch 1, float32, one process, the three (four) models timed in alternation,
-medians. Every model runs end to end from the same preprocessed image to mmdet /
-mmseg results (post-processing included); the backends run the end-to-end ONNX
-exported by mmdeploy (NMS inside the graph) with the configs in configs/deploy/.
+Speed: batch 1, one process, every runtime timed in alternation on the same
+preprocessed image, end to end (post-processing included), medians: PyTorch fused
+(float32), ONNX Runtime float32, OpenVINO f32, OpenVINO bf16 (only on a CPU with bf16
+units; elsewhere it is recorded as not run, with the reason) and OpenVINO int8 (NNCF,
+calibrated on generated demo images). Targets, against PyTorch fused:
 
-* RetinaNet-M4, 800x1344: OpenVINO >= 3x and ONNX Runtime >= 2x the PyTorch FPS;
-* Semantic FPN-M4, 512x512: the same.
+* RetinaNet-M4 at 800x1344 and Semantic FPN-M4 at 512x512: OpenVINO int8 >= 3x (on a CPU
+  with AVX-512 VNNI), bf16 >= 2x (where the CPU has bf16 units).
 
-RetinaNet-SHViT-S4 is measured too (no target; its FPS goes into the speed plot).
+Plus the profile of the float32 runtimes (backbone alone; the network without
+post-processing, or the exported graph; the rest is Python post-processing).
 
-Also printed, not targets: OpenVINO in bfloat16 (its default on CPUs with bf16 units;
-results then miss the float32 parity tolerances), and a profile of where each runtime's
-time goes: the backbone alone (exported at the same shape); the network without
-post-processing (PyTorch: raw head outputs) or the exported graph (backends: with the
-in-graph NMS / logit resize); and the rest, post-processing in Python (PyTorch: box
-decoding and NMS, or logit resize and argmax; backends: mmdeploy's rescaling, or mmseg's
-resize to the image and argmax).
-Writes benchmarks/results/deploy_speed.json.
+Metric: with ``--demo-dir NAME=WORK_DIR`` (a ``tools/train.py CONFIG --demo`` work dir),
+each runtime exports that checkpoint and is evaluated on the demo val split (as
+``tools/deployment/test.py``): metric and FPS, labelled demo. Detection uses the dynamic
+deploy configs (the demo's own test resize), segmentation a static one at 256x256.
+
+Writes benchmarks/results/deploy_speed.json (cases not run this time are kept, each with
+the CPU it was measured on) and prints every figure with the CPU name and flags.
 """
 import argparse
+import glob
 import json
 import os
 import os.path as osp
 import statistics
 import tempfile
+from typing import Dict, Optional
 
 import numpy as np
 import torch
+from mmengine.config import Config
 
+from evit_mm.config import load_config
+from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
+from evit_mm.deployment.backends import export_backbone, make_runner
+from evit_mm.deployment.deploy import export_and_load, predict
+from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
+from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test
+from evit_mm.deployment.quantize import precision_support
+from evit_mm.errors import DeployError
 from evit_mm.inference import RawNetwork
 from evit_mm.timing import environment, time_interleaved
-from evit_mm.deployment.backends import OpenVINORunner, export_backbone
-from evit_mm.deployment.deploy import deploy_config_for, export_and_load, predict
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
-CASES = [  # name, config, (H, W), whether the speed targets apply
-    ('retinanet_m4', 'configs/detection/retinanet_evit_m4.py', (800, 1344), True),
-    ('fpn_m4', 'configs/segmentation/fpn_evit_m4_ade20k.py', (512, 512), True),
-    ('retinanet_s4', 'configs/detection/retinanet_shvit_s4.py', (800, 1344), False),
-]
-TARGETS = dict(openvino=3.0, onnxruntime=2.0)
 OUT = osp.join(HERE, 'results', 'deploy_speed.json')
+CASES = {  # name: config, (H, W) for speed, whether the targets apply
+    'retinanet_m4': ('configs/detection/retinanet_evit_m4.py', (800, 1344), True),
+    'fpn_m4': ('configs/segmentation/fpn_evit_m4_ade20k.py', (512, 512), True),
+    'retinanet_s4': ('configs/detection/retinanet_shvit_s4.py', (800, 1344), False),
+    'fpn_s4': ('configs/segmentation/fpn_shvit_s4_ade20k.py', (512, 512), False),
+}
+RUNTIMES = (('onnxruntime', 'f32'), ('openvino', 'f32'), ('openvino', 'bf16'),
+            ('openvino', 'int8'))
+TARGETS = {'openvino int8': 3.0, 'openvino bf16': 2.0}
+CALIBRATION_IMAGES = 16
 
 
-def measure(config: str, shape, threads: int, rounds: int, work_root: str) -> dict:
-    height, width = shape
-    image = np.random.RandomState(0).randint(0, 256, (height, width, 3), dtype=np.uint8)
-    pairs = {backend: export_and_load(deploy_config_for(config, backend, shape), config, None,
-                                      image, osp.join(work_root, backend), threads)
-             for backend in ('onnxruntime', 'openvino')}
-    model = pairs['onnxruntime'].model
-    data = pairs['onnxruntime'].prepare(image)
-    bf16 = OpenVINORunner(pairs['openvino'].files['openvino_xml'],
-                          pairs['openvino'].backend_model.wrapper.output_names, threads,
-                          precision='bf16')
-    bf16_model = pairs['openvino'].backend_model
-    fp32_runner = bf16_model.wrapper
+def _segmentation(config: str) -> bool:
+    return Config.fromfile(config).get('default_scope') == 'mmseg'
 
-    def openvino_bf16():
-        bf16_model.wrapper = bf16
+
+def _calibration_cfg(config: str, root: str) -> str:
+    """A config whose val_dataloader is a small generated dataset of the task (for int8)."""
+    if _segmentation(config):
+        data = make_ade20k_demo(osp.join(root, 'ade'), 4, CALIBRATION_IMAGES)
+        text = (f"_base_ = '{config}'\n"
+                f"val_dataloader = dict(dataset=dict(data_root='{data}'))\n")
+    else:
+        data = make_coco_demo(osp.join(root, 'coco'), 4, CALIBRATION_IMAGES)
+        text = (f"_base_ = '{config}'\n"
+                f"val_dataloader = dict(dataset=dict(data_root='{data}/'))\n")
+    path = osp.join(root, 'calibration.py')
+    with open(path, 'w') as f:
+        f.write(text)
+    return path
+
+
+def _deploy_cfg(config: str, backend: str, precision: str, shape) -> Config:
+    cfg = deploy_config_for(config, backend, shape, precision)
+    if precision == 'int8':
+        cfg.calib_config = dict(num_images=CALIBRATION_IMAGES)
+    return cfg
+
+
+def _runtimes(config: str, shape, threads: int, work_root: str,
+              checkpoint: Optional[str] = None, dynamic_detection: bool = False) -> Dict:
+    """``{'onnxruntime f32': Deployment or the reason it cannot run, ...}``."""
+    image = np.random.RandomState(0).randint(0, 256, (*shape, 3), dtype=np.uint8)
+    calibration = _calibration_cfg(config, osp.join(work_root, 'calibration'))
+    pairs = {}
+    for backend, precision in RUNTIMES:
+        name = f'{backend} {precision}'
         try:
-            return predict(bf16_model, data)
-        finally:
-            bf16_model.wrapper = fp32_runner
+            if precision != 'f32':
+                precision_support(precision)
+            cfg = _deploy_cfg(config, backend, precision, shape)
+            if dynamic_detection and not _segmentation(config):
+                suffix = '' if precision == 'f32' else f'-{precision}'
+                cfg = read_deploy_config(osp.join(REPO, 'configs', 'deploy',
+                                                  f'detection_{backend}{suffix}_dynamic.py'))
+                if precision == 'int8':
+                    cfg.calib_config = dict(num_images=CALIBRATION_IMAGES)
+            pairs[name] = export_and_load(cfg, config, checkpoint, image,
+                                          osp.join(work_root, name.replace(' ', '_')),
+                                          threads, calibration, spinning=False)
+        except DeployError as err:
+            pairs[name] = str(err)
+    return pairs
 
+
+def measure_speed(config: str, shape, threads: int, rounds: int, work_root: str) -> dict:
+    pairs = _runtimes(config, shape, threads, work_root)
+    runnable = {name: pair for name, pair in pairs.items() if not isinstance(pair, str)}
+    reference = runnable['onnxruntime f32']
+    model, data = reference.model, reference.prepare(
+        np.random.RandomState(0).randint(0, 256, (*shape, 3), dtype=np.uint8))
     x = data['inputs']
     network = RawNetwork(model)
     backbones = {backend: export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
                                           backend, threads)
                  for backend in ('onnxruntime', 'openvino')}
-    fns = {'pytorch': lambda: predict(model, data),
-           'onnxruntime': lambda: predict(pairs['onnxruntime'].backend_model, data),
-           'openvino': lambda: predict(pairs['openvino'].backend_model, data),
-           'openvino_bf16': openvino_bf16,
-           'pytorch_backbone': lambda: model.backbone(x),
-           'onnxruntime_backbone': lambda: backbones['onnxruntime']({'input': x}),
-           'openvino_backbone': lambda: backbones['openvino']({'input': x}),
-           'pytorch_network': lambda: network(x),
-           'onnxruntime_graph': lambda: pairs['onnxruntime'].backend_model.wrapper({'input': x}),
-           'openvino_graph': lambda: pairs['openvino'].backend_model.wrapper({'input': x})}
+    feeds = {name: dict(input=x, **({'img_shape': torch.tensor(x.shape[2:])}
+                                    if not _segmentation(config) else {}))
+             for name in runnable}
+    fns = {'pytorch': lambda: predict(model, data)}
+    fns.update({name: (lambda p=pair: predict(p.backend_model, data))
+                for name, pair in runnable.items()})
+    fns.update({'pytorch backbone': lambda: model.backbone(x),
+                'onnxruntime f32 backbone': lambda: backbones['onnxruntime']({'input': x}),
+                'openvino f32 backbone': lambda: backbones['openvino']({'input': x}),
+                'pytorch network': lambda: network(x)})
+    fns.update({f'{name} graph': (lambda p=runnable[name], f=feeds[name]: _graph(p)(f))
+                for name in ('onnxruntime f32', 'openvino f32')})
     times = time_interleaved(fns, rounds, warmup=2)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     return dict(config=config, shape=list(shape), rounds=rounds, ms=ms,
-                speedup={name: ms['pytorch'] / ms[name]
-                         for name in ('onnxruntime', 'openvino', 'openvino_bf16')})
+                speedup={name: ms['pytorch'] / ms[name] for name in runnable},
+                not_run={name: reason for name, reason in pairs.items() if isinstance(reason, str)})
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--threads', type=int, default=2)
-    parser.add_argument('--rounds', type=int, default=5)
-    parser.add_argument('--only', help='substring filter on the case names')
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    figures = dict(env=environment('cpu'), cases={}, targets=[])
-    with tempfile.TemporaryDirectory() as work_root:
-        for name, config, shape, has_targets in CASES:
-            if args.only and args.only not in name:
-                continue
-            result = measure(osp.join(REPO, config), shape, args.threads, args.rounds,
-                             osp.join(work_root, name))
-            result['config'] = config
-            result['env'] = figures['env']
-            figures['cases'][name] = result
-            print(f"{name} {shape[0]}x{shape[1]}, {args.threads} threads, medians of "
-                  f"{args.rounds} interleaved rounds:")
-            for what, value in result['ms'].items():
-                print(f'  {what:<22} {value:9.1f} ms  ({1000 / value:6.2f} FPS)')
-            for backend, target in (TARGETS.items() if has_targets else []):
-                value = result['speedup'][backend]
-                met = value >= target
-                figures['targets'].append(dict(name=f'{name} {backend} vs PyTorch fused',
-                                               value=value, target=target, met=met))
-                print(f"  {'MET ' if met else 'MISS'} {backend} vs PyTorch fused: {value:.2f}x "
-                      f"(target >= {target}x)")
-            bf16 = result['speedup']['openvino_bf16']
-            print(f'  info openvino bf16 vs PyTorch fused: {bf16:.2f}x (not parity-checked at '
-                  'the float32 tolerances)')
-            ms = result['ms']
-            for runtime, graph in (('pytorch', 'network'), ('onnxruntime', 'graph'),
-                                   ('openvino', 'graph')):
-                total, body = ms[runtime], ms[f'{runtime}_{graph}']
-                print(f'  profile {runtime} ({total:.0f} ms): backbone '
-                      f'{ms[runtime + "_backbone"]:.0f} ms, {graph} {body:.0f} ms, the rest '
-                      f'(Python post-processing) {total - body:.0f} ms')
-    os.makedirs(osp.dirname(OUT), exist_ok=True)
-    merged = merge_previous(figures)
-    with open(OUT, 'w') as f:
-        json.dump(merged, f, indent=2)
-    print(f"{OUT}: {', '.join(merged['cases'])}")
+def _graph(pair):
+    model = pair.backend_model
+    return model.wrapper if hasattr(model, 'wrapper') else model.runner
+
+
+def measure_metric(config: str, work_dir: str, threads: int, work_root: str) -> dict:
+    """Each runtime on the demo val split of a ``--demo`` work dir: metric (points) and FPS."""
+    checkpoint = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime)[-1]
+    saved = osp.join(work_dir, osp.basename(config))  # the demo config: demo data, demo scale
+    segmentation = _segmentation(saved)
+    shape = (256, 256) if segmentation else (160, 160)
+    pairs = _runtimes(saved, shape, threads, work_root, checkpoint, dynamic_detection=True)
+    cfg = load_config(saved, pretrained=False)
+    deploy_cfg = (deploy_config_for(saved, 'onnxruntime', shape) if segmentation else
+                  read_deploy_config(osp.join(REPO, 'configs/deploy/'
+                                                    'detection_onnxruntime_dynamic.py')))
+    test_cfg = evaluation_config(cfg, deploy_cfg)  # the same images for every runtime
+    runnable = {name: pair for name, pair in pairs.items() if not isinstance(pair, str)}
+    models = {'pytorch f32': runnable['onnxruntime f32'].model}
+    models.update({name: pair.backend_model for name, pair in runnable.items()})
+    results = dict(checkpoint=checkpoint, shape=list(shape),
+                   not_run={name: p for name, p in pairs.items() if isinstance(p, str)})
+    for name, model in models.items():
+        metrics, speed = run_test(model, test_cfg, osp.join(work_root, 'test',
+                                                            name.replace(' ', '_')))
+        key, points = main_metric(metrics, cfg.default_scope)
+        results[name] = dict(metric=key, points=points, fps=speed['fps'],
+                             images_timed=speed['images_timed'])
+    return results
 
 
 def merge_previous(figures: dict) -> dict:
@@ -144,10 +186,61 @@ def merge_previous(figures: dict) -> dict:
         previous = json.load(f)
     cases = {name: dict(case, env=case.get('env', previous.get('env')))
              for name, case in previous.get('cases', {}).items() if name not in figures['cases']}
-    targets = [t for t in previous.get('targets', [])
-               if t['name'].split(' ')[0] in cases]
+    targets = [t for t in previous.get('targets', []) if t['name'].split(' ')[0] in cases]
     return dict(figures, cases={**cases, **figures['cases']},
                 targets=targets + figures['targets'])
+
+
+def report(name: str, result: dict, figures: dict, has_targets: bool) -> None:
+    env = result['env']
+    print(f"{name} {result['shape'][0]}x{result['shape'][1]} on {env['device_name']} "
+          f"({', '.join(env['cpu_flags']) or 'no listed flags'}), {env['threads']} threads, "
+          f"medians of {result['rounds']} interleaved rounds:")
+    for what, value in result['ms'].items():
+        print(f'  {what:<26} {value:9.1f} ms  ({1000 / value:6.2f} FPS)')
+    for what, reason in result['not_run'].items():
+        print(f'  {what:<26} not run: {reason}')
+    for runtime, target in (TARGETS.items() if has_targets else []):
+        value = result['speedup'].get(runtime)
+        figures['targets'].append(dict(name=f'{name} {runtime} vs PyTorch fused', value=value,
+                                       target=target, met=value is not None and value >= target))
+        shown = f'{value:.2f}x' if value is not None else 'not run'
+        print(f'  target {runtime} vs PyTorch fused >= {target}x: {shown}')
+    for metric_name, metric in (result.get('demo_metric') or {}).items():
+        if isinstance(metric, dict) and 'points' in metric:
+            print(f"  demo val {metric_name:<20} {metric['metric']} {metric['points']:.2f} "
+                  f"points, {metric['fps']:.2f} FPS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=5)
+    parser.add_argument('--only', nargs='+', help=f'cases to run, of {", ".join(CASES)}')
+    parser.add_argument('--demo-dir', nargs='+', default=[], metavar='NAME=WORK_DIR',
+                        help='demo-trained work dir of a case, for its metric on the demo val '
+                             'split')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    demo_dirs = dict(item.split('=', 1) for item in args.demo_dir)
+    figures = dict(env=environment('cpu'), cases={}, targets=[])
+    with tempfile.TemporaryDirectory() as work_root:
+        for name, (config, shape, has_targets) in CASES.items():
+            if args.only and name not in args.only:
+                continue
+            result = measure_speed(osp.join(REPO, config), shape, args.threads, args.rounds,
+                                   osp.join(work_root, name))
+            result.update(config=config, env=figures['env'])
+            if name in demo_dirs:
+                result['demo_metric'] = measure_metric(config, demo_dirs[name], args.threads,
+                                                       osp.join(work_root, f'{name}_demo'))
+            figures['cases'][name] = result
+            report(name, result, figures, has_targets)
+    os.makedirs(osp.dirname(OUT), exist_ok=True)
+    merged = merge_previous(figures)
+    with open(OUT, 'w') as f:
+        json.dump(merged, f, indent=2)
+    print(f"{OUT}: {', '.join(merged['cases'])}")
 
 
 if __name__ == '__main__':

@@ -163,7 +163,8 @@ def _imports(path: Path) -> list:
     return found
 
 
-def test_package_imports_have_no_cycle_and_none_is_hidden_in_a_function():
+def _import_graph() -> dict:
+    """``{module: {evit_mm modules it imports}}``; fails on a function-local import."""
     modules = {'.'.join(p.relative_to(REPO).with_suffix('').parts).removesuffix('.__init__'): p
                for p in (REPO / 'evit_mm').rglob('*.py')}
     graph = {}
@@ -171,6 +172,30 @@ def test_package_imports_have_no_cycle_and_none_is_hidden_in_a_function():
         edges = _imports(path)
         assert not [m for m, local in edges if local], f'function-local import in {name}'
         graph[name] = {m for m, _ in edges if m in modules and m != name}
+    return graph
+
+
+GROUND = ('evit_mm.errors', 'evit_mm.registry', 'evit_mm.checkpoint', 'evit_mm.config',
+          'evit_mm.inference', 'evit_mm.timing')
+ABOVE_MODELS = ('evit_mm.engine', 'evit_mm.cli', 'evit_mm.deployment', 'evit_mm.analysis')
+
+
+def test_layers_point_one_way():
+    graph = _import_graph()
+    for name, imported in graph.items():
+        if name in GROUND:
+            assert not {m for m in imported if m.startswith(ABOVE_MODELS)}, name
+        if name == 'evit_mm.engine':
+            assert not {m for m in imported if m.startswith(ABOVE_MODELS[1:])}, name
+        if name.startswith('evit_mm.deployment'):
+            assert not {m for m in imported if m.startswith(('evit_mm.analysis', 'evit_mm.cli'))
+                        }, name
+    assert 'evit_mm.deployment.deploy' in graph['evit_mm.analysis.benchmark']  # analysis uses it
+    assert 'evit_mm.errors' in graph['evit_mm.deployment.deploy']
+
+
+def test_package_imports_have_no_cycle_and_none_is_hidden_in_a_function():
+    graph = _import_graph()
 
     assert 'evit_mm.models.pretrained' in graph['evit_mm.models.base']  # the graph is real
 
