@@ -245,3 +245,22 @@ def test_speed_plot_from_benchmark_records(tmp_path, capsys):
     assert len(speed_plot_main(['--backbones', str(tmp_path / 'b.json'), '--deploy',
                                 str(tmp_path / 'none.json'), '--out',
                                 str(tmp_path / 't.png')])) == 2
+
+
+def test_speed_plot_without_matplotlib_names_the_extra(tmp_path):
+    blocker = ("import sys\n"
+               "class Block:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] == 'matplotlib':\n"
+               "            raise ImportError('blocked for the test')\n"
+               "sys.meta_path.insert(0, Block())\n"
+               "from evit_mm.analysis.speed_plot import main\n"
+               "main(sys.argv[1:])\n")
+    (tmp_path / 'b.json').write_text(json.dumps(dict(env={}, backbones={})))
+    result = subprocess.run([sys.executable, '-c', blocker, '--backbones',
+                             str(tmp_path / 'b.json'), '--out', str(tmp_path / 's.png')],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "[evit_mm speed_plot] The speed plot needs matplotlib, which is not installed: pip "
+        "install 'evit_mm[tools]' (or see tools/install.sh).")

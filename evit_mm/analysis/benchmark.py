@@ -73,8 +73,9 @@ def benchmark(config: str, checkpoint: Optional[str] = None, shape=(800, 1344),
 def benchmark_backend(config: str, backend: str, checkpoint: Optional[str] = None,
                       shape=(800, 1344), backbone_only: bool = False, batch_size: int = 1,
                       iters: int = 20, warmup: int = 5, threads: Optional[int] = None,
-                      work_dir: Optional[str] = None) -> dict:
-    """Time the exported model in ``backend`` and the fused PyTorch model, interleaved."""
+                      work_dir: Optional[str] = None, precision: str = 'f32') -> dict:
+    """Time the exported model in ``backend`` (at ``precision``; int8 calibrates on the
+    config's val set) and the fused PyTorch model, interleaved."""
     _check_batch_size(batch_size, backbone_only)
     if threads:
         torch.set_num_threads(threads)
@@ -91,7 +92,8 @@ def benchmark_backend(config: str, backend: str, checkpoint: Optional[str] = Non
                    backend=lambda: runner({'input': x}))
         flops = backbone_flops(model.backbone, height, width)
     else:
-        pair = export_and_load(deploy_config_for(config, backend, shape), config, checkpoint,
+        pair = export_and_load(deploy_config_for(config, backend, shape, precision), config,
+                               checkpoint,
                                np.random.RandomState(0).randint(0, 256, (height, width, 3),
                                                                 dtype=np.uint8),
                                work_dir, threads)
@@ -103,7 +105,8 @@ def benchmark_backend(config: str, backend: str, checkpoint: Optional[str] = Non
     times = time_interleaved(fns, iters, warmup)
     torch_record = summarize(times['pytorch'], batch_size)
     record = dict(config=config, checkpoint=checkpoint, shape=[height, width],
-                  part='backbone' if backbone_only else 'model', backend=backend, fused=True,
+                  part='backbone' if backbone_only else 'model', backend=backend,
+                  precision='f32' if backbone_only else precision, fused=True,
                   channels_last=False, warmup=warmup, **environment('cpu'),
                   **summarize(times['backend'], batch_size), flops=flops,
                   pytorch_fps=torch_record['fps'], pytorch_ms_per_img=torch_record['ms_per_img'],
@@ -146,6 +149,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         choices=['pytorch', 'onnxruntime', 'openvino'],
                         help='time the exported model in this CPU backend (and, interleaved, '
                              'the fused PyTorch model)')
+    parser.add_argument('--precision', default='f32', choices=['f32', 'bf16', 'int8'],
+                        help='OpenVINO precision of the end-to-end model (int8 calibrates on '
+                             "the config's val set; bf16 needs a CPU with bf16 units)")
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images per call (backbone only; the papers use 512x512 for '
                              'throughput)')
@@ -168,9 +174,11 @@ def main(argv: Optional[List[str]] = None) -> dict:
                          '--device, no --channels-last).')
         record = benchmark_backend(args.config, args.backend, args.checkpoint,
                                    tuple(args.shape), args.backbone_only, args.batch_size,
-                                   args.iters, args.warmup, args.threads)
+                                   args.iters, args.warmup, args.threads,
+                                   precision=args.precision)
+    backend = args.backend if args.precision == 'f32' else f'{args.backend}-{args.precision}'
     out = args.out or osp.join(default_work_dir(args.config), benchmark_filename(
-        record['part'], record['fused'], args.shape, args.backend, args.batch_size))
+        record['part'], record['fused'], args.shape, backend, args.batch_size))
     write_record(out, record)
     print(summary_line(record))
     print(f'record written to {out}')

@@ -96,7 +96,7 @@ def collect(work_dir: str) -> dict:
     if backend_runs:
         best = max(backend_runs, key=lambda r: r['fps'])
         row['backend_fps'] = best['fps']
-        row['backend_note'] = f"{best['backend']}, {_speed_note(best)}"
+        row['backend_note'] = f"{best['backend']} {best.get('precision', 'f32')}, {_speed_note(best)}"
     return row
 
 
