@@ -39,7 +39,7 @@ from mmengine.config import Config
 
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
-from evit_mm.deployment.backends import export_backbone, make_runner
+from evit_mm.deployment.backends import export_backbone
 from evit_mm.deployment.deploy import export_and_load, predict
 from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
 from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test

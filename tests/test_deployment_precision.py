@@ -14,14 +14,13 @@ from mmengine.structures import InstanceData
 
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
 from evit_mm.deployment import deploy as deploy_module
-from evit_mm.deployment import evaluate as evaluate_module
 from evit_mm.deployment.deploy_config import read_deploy_config
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
 from evit_mm.deployment.quantize import BF16_FLAGS, precision_support
 from evit_mm.errors import DeployError
 from evit_mm.timing import cpu_flags
 
-from test_deployment import DEPLOY, FPN, MASK_RCNN, RETINANET, _checkpoint, _image, _small
+from test_deployment import DEPLOY, FPN, MASK_RCNN, RETINANET, _checkpoint, _small, images  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 ODD_SCALE = (330, 250)  # resized sides that are not multiples of 32: the input gets padded
@@ -43,10 +42,9 @@ def _odd_scale_config(tmp_path: Path, base: str, masks: bool = False) -> str:
 
 
 @pytest.fixture(scope='module')
-def photos(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp('photos')
-    return dict(landscape=_image(root / 'landscape.jpg', 300, 420, 0),
-                portrait=_image(root / 'portrait.jpg', 410, 270, 1))
+def photos(images) -> dict:
+    """A landscape and a portrait image."""
+    return dict(landscape=images['wide'], portrait=images['tall'])
 
 
 def _large_boxes(config: str, path: Path) -> str:

@@ -33,7 +33,7 @@ from mmengine.config import Config
 from ..config import framework_of, load_config
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
-from ..runtime import check_dataset
+from ..runtime import check_dataset, iter_datasets
 from ..timing import environment, summarize, time_interleaved
 from .backends import (build_backend_model, export_end2end, quiet, require,
                        save_openvino_model)
@@ -94,6 +94,11 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
     from mmdeploy.apis.utils import build_task_processor
     os.makedirs(work_dir, exist_ok=True)
     model, model_cfg, _ = build_inference_model(model_cfg_path, checkpoint, fuse=True)
+    test_dataset = dict(iter_datasets(model_cfg)).get('test_dataloader')
+    if test_dataset is not None and test_dataset.get('pipeline'):
+        # mmdeploy prepares inputs with cfg.test_pipeline; tools/test.py, the metric check and
+        # a --demo run's saved config use the test dataloader's pipeline: follow that one
+        model_cfg.test_pipeline = copy.deepcopy(test_dataset.pipeline)
     processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
     input_shape = input_shape_of(deploy_cfg)
 

@@ -1,9 +1,10 @@
 """OpenVINO in reduced precision: bf16 by the inference-precision hint, int8 by NNCF.
 
-int8 is NNCF's post-training quantization (``nncf.quantize``) of the exported
-end-to-end model, calibrated on images of the model config's val/test dataloader
-(or of ``--calib-dataset-cfg``, as in mmdeploy), fed through the same
-preprocessing as deployment. ``calib_config.num_images`` in the deploy config
+int8 is NNCF's post-training quantization (``nncf.quantize``; mixed preset, and the
+transformer model type that NNCF recommends for attention models) of the exported
+end-to-end model, calibrated on images of the model config's val/test dataloader (or
+of ``--calib-dataset-cfg``, as in mmdeploy), fed through the same preprocessing as
+deployment. ``calib_config.num_images`` in the deploy config
 sets how many, spread evenly over the dataset; the record lists them.
 """
 import os.path as osp
@@ -81,6 +82,7 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
     inputs = [prepare(path)['inputs'].numpy() for path in images]
     model = ov.Core().read_model(model_file)
     quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {'input': x}),
-                              subset_size=len(inputs), preset=nncf.QuantizationPreset.MIXED)
+                              subset_size=len(inputs), preset=nncf.QuantizationPreset.MIXED,
+                              model_type=nncf.ModelType.TRANSFORMER)
     ov.save_model(quantized, out_file, compress_to_fp16=False)
     return out_file
