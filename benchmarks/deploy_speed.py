@@ -71,11 +71,11 @@ def _calibration_cfg(config: str, root: str) -> str:
     """A config whose val_dataloader is a small generated dataset of the task (for int8)."""
     if _segmentation(config):
         data = make_ade20k_demo(osp.join(root, 'ade'), 4, CALIBRATION_IMAGES)
-        text = (f"_base_ = '{config}'\n"
+        text = (f"_base_ = '{osp.abspath(config)}'\n"
                 f"val_dataloader = dict(dataset=dict(data_root='{data}'))\n")
     else:
         data = make_coco_demo(osp.join(root, 'coco'), 4, CALIBRATION_IMAGES)
-        text = (f"_base_ = '{config}'\n"
+        text = (f"_base_ = '{osp.abspath(config)}'\n"
                 f"val_dataloader = dict(dataset=dict(data_root='{data}/'))\n")
     path = osp.join(root, 'calibration.py')
     with open(path, 'w') as f:

@@ -103,6 +103,9 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
     input_shape = input_shape_of(deploy_cfg)
 
     def prepare(img: Union[str, np.ndarray]) -> dict:
+        # mmdeploy edits the config it prepares with (array input: the loading step), so that
+        # a file after an array would fail: each call starts from the model config
+        processor.model_cfg = copy.deepcopy(model_cfg)
         data, _ = processor.create_input(img, input_shape,
                                          data_preprocessor=model.data_preprocessor)
         return data
