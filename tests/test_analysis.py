@@ -191,7 +191,7 @@ def test_model_zoo_report(tmp_path, capsys):
                             '--readme', str(readme)])
     lines = {line.split(' | ')[0].lstrip('| '): line for line in table.splitlines()[2:]}
     retina = lines['EfficientViT-M4']
-    assert (' RetinaNet | 1x | 12.3 | 56.7 | 2.50 (CPU x2, 800x1344, fused) | 7.25 (openvino, '
+    assert (' RetinaNet | 1x | 12.3 | 56.7 | 2.50 (CPU x2, 800x1344, fused) | 7.25 (openvino f32, '
             'CPU x2, 800x1344, fused) | 32.7 | – |') in retina
     assert 'box AP 32.7' in retina  # paper column, labelled
     mask = lines['SHViT-S4']

@@ -153,7 +153,9 @@ def _draw(pair: Deployment, image: str, results: Dict[str, object], work_dir: st
     """mmdeploy's drawings of each side's result, ``output_<name>.*`` as its deploy tool."""
     drawn = {}
     for name, result in results.items():
-        pair.processor.visualize(image=image, result=result, window_name=name,
+        # mmengine keeps one visualizer per window name, with the save dir it was made with
+        pair.processor.visualize(image=image, result=result,
+                                 window_name=f'{name}:{osp.abspath(work_dir)}',
                                  output_file=osp.join(work_dir, f'output_{name}.jpg'))
         files = sorted(glob.glob(osp.join(work_dir, f'output_{name}*')), key=osp.getmtime)
         drawn[name] = files[-1] if files else None
@@ -256,7 +258,7 @@ def summary_lines(record: Dict) -> List[str]:
                  f"PyTorch fused {speed['pytorch']['fps']:.2f}, {backend} {precision} "
                  f"{speed[backend]['fps']:.2f} ({record['speedup']:.2f}x)")
     if record.get('drawn'):
-        lines.append(f"  drawn: {', '.join(record['drawn'].values())}")
+        lines.append(f"  drawn: {', '.join(p for p in record['drawn'].values() if p)}")
     return lines
 
 
