@@ -10,7 +10,6 @@ from pathlib import Path
 import mmcv
 import pytest
 import torch
-from mmengine.structures import InstanceData
 
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
 from evit_mm.deployment import deploy as deploy_module
@@ -20,7 +19,8 @@ from evit_mm.deployment.quantize import BF16_FLAGS, precision_support
 from evit_mm.errors import DeployError
 from evit_mm.timing import cpu_flags
 
-from test_deployment import DEPLOY, FPN, MASK_RCNN, RETINANET, _checkpoint, _small, images  # noqa: F401
+from test_deployment import (DEPLOY, FPN, MASK_RCNN, RETINANET, _checkpoint, _instances,  # noqa: F401
+                             _small, images)
 
 REPO = Path(__file__).resolve().parents[1]
 ODD_SCALE = (330, 250)  # resized sides that are not multiples of 32: the input gets padded
@@ -117,14 +117,6 @@ def test_mask_rcnn_boxes_and_masks_at_the_border(tmp_path, photos, weights):
 
 
 # ---- a parity check that cannot pass by accident ---------------------------------------------------
-def _instances(boxes, scores, labels, masks=None) -> InstanceData:
-    data = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
-                        scores=torch.tensor(scores), labels=torch.tensor(labels))
-    if masks is not None:
-        data.masks = masks
-    return data
-
-
 def test_parity_fails_on_a_backend_only_box_a_missing_mask_and_nothing_compared():
     ref = _instances([[0, 0, 10, 10]], [0.9], [1])
     extra = _instances([[0, 0, 10, 10], [30, 30, 60, 60]], [0.9, 0.95], [1, 2])

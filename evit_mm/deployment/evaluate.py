@@ -95,6 +95,7 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
     cfg = evaluation_config(model_cfg, deploy_cfg)
     os.makedirs(work_dir, exist_ok=True)
     record = dict(deploy_config=getattr(deploy_cfg, 'filename', None), model=files,
+                  framework=framework,
                   model_config=model_cfg_path, checkpoint=checkpoint,
                   backend=backend_of(deploy_cfg), precision=precision_of(deploy_cfg))
     with quiet(osp.join(work_dir, 'test.log'), verbose):
@@ -172,6 +173,5 @@ def main(argv: Optional[List[str]] = None) -> dict:
     except DatasetMissingError as err:
         raise DatasetMissingError(f'{err} (the deployed model is evaluated on the model '
                                   "config's test set)") from err
-    framework = framework_of(Config.fromfile(args.model_cfg))
-    print('\n'.join(result_lines(record, framework)))
+    print('\n'.join(result_lines(record, record['framework'])))
     return record
