@@ -26,9 +26,10 @@ PRETRAIN = ['mmpretrain>=1.0.0,<1.3.0']
 TOOLS = ['onnx', 'onnxruntime', 'matplotlib']
 # mmdeploy 1.3.1 (the last release) pins protobuf <= 3.20.2, hence onnx < 1.18 (onnx 1.18
 # needs protobuf 4); OpenVINO compiles the end-to-end ONNX (see evit_mm/deployment), NNCF
-# quantizes it to int8 (3.4.0 verified with openvino 2026.4.1, onnx 1.17, protobuf 3.20.2).
+# quantizes it to int8 (3.4.0 verified with openvino 2026.4.1, onnx 1.17, protobuf 3.20.2);
+# onnxruntime.quantization (benchmarks/deploy_speed.py's ONNX Runtime int8) imports ml_dtypes.
 DEPLOY = ['mmdeploy==1.3.1', 'onnx>=1.13.0,<1.18.0', 'protobuf<=3.20.2', 'onnxruntime>=1.16.0',
-          'openvino>=2024.0.0', 'nncf>=3.0.0,<3.5.0']
+          'openvino>=2024.0.0', 'nncf>=3.0.0,<3.5.0', 'ml_dtypes']
 TESTS = ['pytest'] + DET + SEG + TOOLS + DEPLOY
 
 setup(

@@ -7,7 +7,8 @@ Each run is ``python tools/train.py CONFIG --demo --seed S`` in its own work dir
 pair already recorded in benchmarks/results/demo_seeds.json or in its work dir is not repeated
 unless ``--rerun`` is given. Prints, per demo, every seed's metrics and wall time,
 the mean and range, and whether every seed reached the floor; writes (merges into)
-benchmarks/results/demo_seeds.json.
+benchmarks/results/demo_seeds.json, with the CPU of each run (float results, hence a seed's
+metric, differ between CPUs).
 """
 import argparse
 import json
@@ -16,6 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from evit_mm.timing import cpu_flags, cpu_name
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
@@ -39,7 +42,8 @@ def recorded_runs() -> dict:
     metrics = {config: names for config, names, _ in DEMOS}
     return {(row['config'], seed): dict(
         config=row['config'], seed=seed, minutes=row['minutes'][i],
-        metrics={m: row[m]['values'][i] for m in metrics[row['config']]})
+        metrics={m: row[m]['values'][i] for m in metrics[row['config']]},
+        cpu=row.get('cpu', ['not recorded'] * len(row['seeds']))[i])
         for row in rows for i, seed in enumerate(row['seeds'])}
 
 
@@ -56,7 +60,8 @@ def run(config: str, seed: int, work_root: str) -> dict:
                    stdout=subprocess.DEVNULL)
     with open(osp.join(work_dir, 'val_metrics.json')) as f:
         metrics = json.load(f)['metrics']
-    record = dict(config=config, seed=seed, minutes=(time.time() - start) / 60, metrics=metrics)
+    record = dict(config=config, seed=seed, minutes=(time.time() - start) / 60, metrics=metrics,
+                  cpu=f"{cpu_name()} ({', '.join(cpu_flags()) or 'no listed flags'})")
     with open(record_file, 'w') as f:
         json.dump(record, f, indent=2)
     return record
@@ -79,8 +84,10 @@ def main() -> None:
         for record in runs:
             shown = ', '.join(f'{m}={record["metrics"][m]:.3f}' for m in metrics)
             print(f'{config} seed {record["seed"]}: {shown} ({record["minutes"]:.1f} min)')
+        # float results differ between CPUs' kernels: a seed reproduces on the same kind of CPU
         row = dict(config=config, seeds=args.seeds, floor=floor,
-                   minutes=[r['minutes'] for r in runs])
+                   minutes=[r['minutes'] for r in runs],
+                   cpu=[r.get('cpu', 'not recorded') for r in runs])
         for metric in metrics:
             values = [r['metrics'][metric] for r in runs]
             row[metric] = dict(mean=statistics.mean(values), min=min(values), max=max(values),

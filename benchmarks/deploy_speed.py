@@ -14,7 +14,11 @@ calibrated on generated demo images). Targets, against PyTorch fused:
   with AVX-512 VNNI), bf16 >= 2x (where the CPU has bf16 units).
 
 Plus the profile of the float32 runtimes (backbone alone; the network without
-post-processing, or the exported graph; the rest is Python post-processing).
+post-processing, or the exported graph; the rest is Python post-processing), and whether
+ONNX Runtime int8 would pay: the float32 graph quantized by ``onnxruntime.quantization``
+(static, QDQ, int8 convolutions and matrix products, per tensor: the opset-11 export has no
+per-channel DequantizeLinear), timed against the float32
+graph and OpenVINO's int8 graph (speed only: calibrated on a few random images).
 
 Metric: with ``--demo-dir NAME=WORK_DIR`` (a ``tools/train.py CONFIG --demo`` work dir),
 each runtime exports that checkpoint and is evaluated on the demo val split (as
@@ -39,7 +43,7 @@ from mmengine.config import Config
 
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
-from evit_mm.deployment.backends import export_backbone
+from evit_mm.deployment.backends import export_backbone, make_runner
 from evit_mm.deployment.deploy import export_and_load, predict
 from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
 from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test
@@ -137,13 +141,46 @@ def measure_speed(config: str, shape, threads: int, rounds: int, work_root: str)
                 'onnxruntime f32 backbone': lambda: backbones['onnxruntime']({'input': x}),
                 'openvino f32 backbone': lambda: backbones['openvino']({'input': x}),
                 'pytorch network': lambda: network(x)})
-    fns.update({f'{name} graph': (lambda p=runnable[name], f=feeds[name]: _graph(p)(f))
-                for name in ('onnxruntime f32', 'openvino f32')})
+    graphs = {name: _graph(runnable[name]) for name in ('onnxruntime f32', 'openvino f32',
+                                                         'openvino int8') if name in runnable}
+    graphs['onnxruntime int8'] = _onnxruntime_int8(reference, shape, threads, work_root)
+    fns.update({f'{name} graph': (lambda g=graph, f=feeds['onnxruntime f32']: g(f))
+                for name, graph in graphs.items()})
     times = time_interleaved(fns, rounds, warmup=2)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     return dict(config=config, shape=list(shape), rounds=rounds, ms=ms,
                 speedup={name: ms['pytorch'] / ms[name] for name in runnable},
+                graph_speedup={name: ms['onnxruntime f32 graph'] / ms[f'{name} graph']
+                               for name in graphs},
                 not_run={name: reason for name, reason in pairs.items() if isinstance(reason, str)})
+
+
+def _onnxruntime_int8(pair, shape, threads: int, work_root: str):
+    """ONNX Runtime's static int8 quantization of the float32 end-to-end graph, as a runner."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    graph_inputs = {i.name for i in onnx.load(pair.files['onnx'], load_external_data=False)
+                    .graph.input}
+    rng = np.random.RandomState(1)
+    feeds = []
+    for _ in range(4):
+        x = pair.prepare(rng.randint(0, 256, (*shape, 3), dtype=np.uint8))['inputs']
+        feed = dict(input=x.numpy(), img_shape=np.array(x.shape[2:], dtype=np.int64))
+        feeds.append({name: value for name, value in feed.items() if name in graph_inputs})
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter(feeds)
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    out = osp.join(work_root, 'onnxruntime_int8.onnx')
+    quantize_static(pair.files['onnx'], out, Reader(), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=['Conv', 'MatMul', 'Gemm'], per_channel=False,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return make_runner('onnxruntime', out, _graph(pair).output_names, threads, spinning=False)
 
 
 def _graph(pair):
@@ -200,6 +237,8 @@ def report(name: str, result: dict, figures: dict, has_targets: bool) -> None:
         print(f'  {what:<26} {value:9.1f} ms  ({1000 / value:6.2f} FPS)')
     for what, reason in result['not_run'].items():
         print(f'  {what:<26} not run: {reason}')
+    for what, value in result.get('graph_speedup', {}).items():
+        print(f'  {what} graph vs onnxruntime f32 graph: {value:.2f}x')
     for runtime, target in (TARGETS.items() if has_targets else []):
         value = result['speedup'].get(runtime)
         figures['targets'].append(dict(name=f'{name} {runtime} vs PyTorch fused', value=value,

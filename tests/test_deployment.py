@@ -136,9 +136,23 @@ def test_retinanet_end_to_end(tmp_path, images, checkpoints, base):
     assert torch.onnx.export is export and not hasattr(symbolic_opset9, '_cast_Long')
 
 
+def _test_scale(tmp_path: Path, base: str, scale: tuple) -> str:
+    """The model config with a smaller test resize (keeping the ratio), for quick exports."""
+    path = tmp_path / f'scaled_{Path(base).name}'
+    path.write_text(
+        f"_base_ = '{base}'\n"
+        "test_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'),\n"
+        f"    dict(type='Resize', scale={scale}, keep_ratio=True),\n"
+        "    dict(type='LoadAnnotations', with_bbox=True),\n"
+        "    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',\n"
+        "                                          'img_shape', 'scale_factor'))]))\n")
+    return str(path)
+
+
 @pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
 def test_dynamic_detection_at_two_sizes(tmp_path, images, checkpoints, backend):
-    record = _run(tmp_path, str(DEPLOY / f'detection_{backend}_dynamic.py'), RETINANET,
+    config = _test_scale(tmp_path, RETINANET, (512, 384))
+    record = _run(tmp_path, str(DEPLOY / f'detection_{backend}_dynamic.py'), config,
                   checkpoints['retinanet'], images['wide'], '--test-img', images['tall'])
     assert record['static'] is False
     shapes = {path: p['input_shape'] for path, p in record['parity'].items()}

@@ -292,7 +292,9 @@ def test_precision_support_names_the_cpu():
     assert precision_support('f32', []) == 'native'
     assert precision_support('int8', ['avx2', 'avx512_vnni']) == 'native'
     assert precision_support('int8', ['avx2']).startswith('int8 without VNNI units')
-    with pytest.raises(DeployError, match='bf16 needs a CPU with bf16 units'):
+    with pytest.raises(DeployError, match=r'bf16 needs a CPU with bf16 units \(avx512_bf16 or '
+                       r'amx_bf16\); this CPU \(.+\) has only avx2, avx512f, so OpenVINO would '
+                       'only emulate bf16'):
         precision_support('bf16', ['avx2', 'avx512f'])
     assert precision_support('bf16', ['amx_bf16']) == 'native'
 

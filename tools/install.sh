@@ -64,12 +64,12 @@ has "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" || {
 }
 
 # 4b. the deployment stack (mmdeploy 1.3.1 pins protobuf <= 3.20.2, so onnx 1.17; NNCF for int8),
-#     verified together.
+#     verified together; ml_dtypes for onnxruntime.quantization.
 has "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" "openvino==2026.4.1" \
-    "nncf==3.4.0" || {
-  say "installing mmdeploy, onnx, onnxruntime, openvino, nncf"
+    "nncf==3.4.0" "ml_dtypes==0.6.0" || {
+  say "installing mmdeploy, onnx, onnxruntime, openvino, nncf, ml_dtypes"
   "${PIP[@]}" "mmdeploy==1.3.1" "onnx==1.17.0" "protobuf==3.20.2" "onnxruntime==1.26.0" \
-    "openvino==2026.4.1" "nncf==3.4.0"
+    "openvino==2026.4.1" "nncf==3.4.0" "ml_dtypes==0.6.0"
 }
 
 # 5. this package (editable, with all extras), from this checkout; always refreshed, so its
@@ -93,7 +93,7 @@ check("mmcv.ops (compiled ops)", lambda: importlib.import_module("mmcv.ops"),
 for mod, pkg in [("mmdet", "mmdet==3.3.0"), ("mmseg", "mmsegmentation==1.2.2"),
                  ("mmpretrain", "mmpretrain==1.2.0"), ("mmdeploy", "mmdeploy==1.3.1"),
                  ("onnxruntime", "onnxruntime==1.26.0"), ("openvino", "openvino==2026.4.1"),
-                 ("nncf", "nncf==3.4.0"),
+                 ("nncf", "nncf==3.4.0"), ("onnxruntime.quantization", "ml_dtypes==0.6.0"),
                  ("evit_mm", "pip install -e .")]:
     check(mod, lambda m=mod: importlib.import_module(m), f"pip install {pkg}")
 if problems:

@@ -26,12 +26,12 @@ def precision_support(precision: str, flags: Optional[List[str]] = None) -> str:
     """How this CPU runs ``precision`` ('native' or a note); raise :class:`DeployError` when
     OpenVINO would only emulate it (bf16 without bf16 units)."""
     flags = cpu_flags() if flags is None else flags
-    have = ', '.join(flags) or 'none'
     if precision == 'bf16' and not any(f in flags for f in BF16_FLAGS):
+        have = f'only {", ".join(flags)}' if flags else f'none of {", ".join(PRECISION_FLAGS)}'
         raise DeployError(
             f'bf16 needs a CPU with bf16 units ({" or ".join(BF16_FLAGS)}); this CPU '
-            f'({cpu_name()}) has {have} of {", ".join(PRECISION_FLAGS)}, so OpenVINO would only '
-            'emulate bf16. Use the f32 or int8 OpenVINO config.')
+            f'({cpu_name()}) has {have}, so OpenVINO would only emulate bf16. Use the f32 or '
+            'int8 OpenVINO config.')
     if precision == 'int8' and not any(f in flags for f in VNNI_FLAGS):
         return (f'int8 without VNNI units ({", ".join(VNNI_FLAGS)}): OpenVINO runs it on '
                 'plain AVX2/AVX-512 integer instructions, slower than with VNNI')
