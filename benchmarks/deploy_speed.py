@@ -3,6 +3,7 @@ and the metric on the demo val split.
 
     python benchmarks/deploy_speed.py [--threads 2] [--rounds 5] [--only retinanet_m4]
         [--demo-dir NAME=WORK_DIR ...]
+    python benchmarks/deploy_speed.py --table [--readme README.md]   # the results as markdown
 
 Speed: batch 1, one process, every runtime timed in alternation on the same
 preprocessed image, end to end (post-processing included), medians: PyTorch fused
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
+from evit_mm.analysis.model_zoo import update_readme
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
 from evit_mm.deployment.backends import export_backbone, make_runner
@@ -64,6 +66,7 @@ CASES = {  # name: config, (H, W) for speed, whether the targets apply
 RUNTIMES = (('onnxruntime', 'f32'), ('openvino', 'f32'), ('openvino', 'bf16'),
             ('openvino', 'int8'))
 TARGETS = {'openvino int8': 3.0, 'openvino bf16': 2.0}
+README_MARKS = ('<!-- deploy-speed:start -->', '<!-- deploy-speed:end -->')
 CALIBRATION_IMAGES = 16
 
 
@@ -251,6 +254,57 @@ def report(name: str, result: dict, figures: dict, has_targets: bool) -> None:
                   f"points, {metric['fps']:.2f} FPS")
 
 
+LABELS = {'retinanet_m4': 'RetinaNet-M4', 'fpn_m4': 'Semantic FPN-M4',
+          'retinanet_s4': 'RetinaNet-S4', 'fpn_s4': 'Semantic FPN-S4'}
+COLUMNS = ('pytorch', 'onnxruntime f32', 'openvino f32', 'openvino int8', 'openvino bf16')
+HEADER = ('| PyTorch fused f32 | ONNX Runtime f32 | OpenVINO f32 | OpenVINO int8 | OpenVINO bf16 |',
+          '|---|---|---|---|---|')
+
+
+def _not_run(reason: str) -> str:
+    return '– (no bf16 units)' if 'bf16 units' in reason else '– (not run)'
+
+
+def markdown_tables(figures: dict) -> str:
+    """The speed table (with ONNX Runtime int8's graph) and the demo-metric table of the
+    results file, as the README and docs/benchmarks.md show them."""
+    cases = [name for name in CASES if name in figures['cases']]
+    lines = ['| model, input | CPU (flags) ' + HEADER[0] + ' ONNX Runtime int8 graph vs f32 graph |',
+             '|---|---' + HEADER[1] + '---|']
+    for name in cases:
+        case = figures['cases'][name]
+        env = case['env']
+        cells = [f"{case['ms']['pytorch']:.0f} ms"]
+        for runtime in COLUMNS[1:]:
+            if runtime in case['speedup']:
+                cells.append(f"{case['ms'][runtime]:.0f} ms: {case['speedup'][runtime]:.2f}x")
+            else:
+                cells.append(_not_run(case.get('not_run', {}).get(runtime, '')))
+        graph = case.get('graph_speedup', {}).get('onnxruntime int8')
+        cells.append(f'{graph:.2f}x' if graph else '–')
+        flags = ', '.join(env.get('cpu_flags', [])) or 'not recorded'
+        lines.append(f"| {LABELS[name]}, {case['shape'][0]}x{case['shape'][1]} | "
+                     f"{env['device_name']} ({flags}) | " + ' | '.join(cells) + ' |')
+    lines += ['', '| model (demo val split, input) | metric ' + HEADER[0], '|---|---' + HEADER[1]]
+    for name in cases:
+        demo = figures['cases'][name].get('demo_metric')
+        cells = []
+        for runtime in COLUMNS:
+            result = (demo or {}).get('pytorch f32' if runtime == 'pytorch' else runtime)
+            if result:
+                points = result['points']
+                shown = f'{points / 100:.3f}' if 'mAP' in result['metric'] else f'{points:.1f}'
+                cells.append(f"{shown}, {result['fps']:.1f} FPS")
+            else:
+                cells.append(_not_run((demo or {}).get('not_run', {}).get(runtime, '')))
+        metric = next((r['metric'] for r in (demo or {}).values()
+                       if isinstance(r, dict) and 'metric' in r), '–')
+        what = ('not measured' if not demo else 'dynamic' if 'mAP' in metric else
+                f"static {demo['shape'][0]}x{demo['shape'][1]}")
+        lines.append(f'| {LABELS[name]} ({what}) | {metric} | ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--threads', type=int, default=2)
@@ -259,7 +313,18 @@ def main() -> None:
     parser.add_argument('--demo-dir', nargs='+', default=[], metavar='NAME=WORK_DIR',
                         help='demo-trained work dir of a case, for its metric on the demo val '
                              'split')
+    parser.add_argument('--table', action='store_true',
+                        help='print the results file as markdown tables, measuring nothing')
+    parser.add_argument('--readme', help='with --table: also replace the deploy-speed section of '
+                                         'this README')
     args = parser.parse_args()
+    if args.table:
+        with open(OUT) as f:
+            tables = markdown_tables(json.load(f))
+        print(tables)
+        if args.readme:
+            update_readme(args.readme, tables, *README_MARKS)
+        return
     torch.set_num_threads(args.threads)
     demo_dirs = dict(item.split('=', 1) for item in args.demo_dir)
     figures = dict(env=environment('cpu'), cases={}, targets=[])

@@ -229,6 +229,12 @@ def _demo_config(tmp_path: Path, base: str, data_root: Path, scale) -> Path:
     return path
 
 
+def _quantized_layers(ir_xml: Path, name_part: str) -> int:
+    """FakeQuantize layers of an OpenVINO IR whose names contain ``name_part``."""
+    return len(re.findall(r'<layer id="\d+" name="[^"]*%s[^"]*" type="FakeQuantize"'
+                          % re.escape(name_part), ir_xml.read_text()))
+
+
 def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, weights):
     data = make_ade20k_demo(str(tmp_path / 'ade'), 4, 6)
     config = _demo_config(tmp_path, FPN, data, (256, 128))
@@ -252,6 +258,25 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     assert set(record['drawn']) == {'pytorch', 'openvino'}
     assert all(Path(path).is_file() and Path(path).parent == tmp_path / 'out'
                for path in record['drawn'].values())
+    assert _quantized_layers(xml, 'backbone') > 0 and record['calib_config']['num_images'] == 4
+    # calib_config.ignored_scope keeps those layers in float; one that matches nothing: one line
+    kept = tmp_path / 'int8_float_backbone.py'
+    kept.write_text(deploy_cfg.read_text().replace(
+        'num_images=4)', "num_images=4, ignored_scope=dict(patterns=['.*backbone.*']))"))
+    partial = deploy_module.main([str(kept)] + argv[1:4] + ['--work-dir', str(tmp_path / 'kept'),
+                                                            '--iters', '1', '--max-metric-drop',
+                                                            '100'])
+    quantized = Path(partial['files']['openvino_xml'])
+    # left: only the backbone's outputs, quantized where the neck reads them
+    assert _quantized_layers(quantized, 'backbone') <= 4 < _quantized_layers(xml, 'backbone')
+    assert _quantized_layers(quantized, 'neck') > 0
+    kept.write_text(deploy_cfg.read_text().replace(
+        'num_images=4)', "num_images=4, ignored_scope=dict(patterns=['.*no_such_layer.*']))"))
+    with pytest.raises(SystemExit) as exit_info:
+        deploy_module.main([str(kept)] + argv[1:4] + ['--work-dir', str(tmp_path / 'typo')])
+    message = str(exit_info.value.code)
+    assert message.startswith("[evit_mm deploy] calib_config.ignored_scope={'patterns': "
+                              "['.*no_such_layer.*']}: ") and '\n' not in message
     # a drop beyond the accepted one exits non-zero and keeps the record
     with pytest.raises(SystemExit) as exit_info:
         deploy_module.main(argv[:-1] + ['-1'])

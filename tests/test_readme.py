@@ -94,3 +94,21 @@ def test_commands_exist_with_their_flags(script, flags):
     assert result.returncode == 0, result.stderr[-2000:]
     unknown = [flag for flag in flags if flag not in result.stdout]
     assert not unknown, f'{script} --help has no {unknown}'
+
+
+def test_deployment_figures_are_those_of_the_results_file():
+    """The README's per-precision tables are what ``deploy_speed.py --table`` makes of the
+    committed measurements (nothing typed in by hand)."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location('deploy_speed',
+                                                  REPO / 'benchmarks' / 'deploy_speed.py')
+    deploy_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deploy_speed)
+    start, end = deploy_speed.README_MARKS
+    section = (REPO / 'README.md').read_text().split(start, 1)[1].split(end, 1)[0]
+    figures = json.loads((REPO / 'benchmarks/results/deploy_speed.json').read_text())
+    tables = deploy_speed.markdown_tables(figures)
+    assert section.strip() == tables.strip()
+    for name, case in figures['cases'].items():  # every row names its CPU
+        assert case['env']['device_name'] in tables

@@ -143,16 +143,17 @@ def markdown_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def update_readme(readme: str, table: str) -> None:
-    """Replace the text between the model-zoo markers of ``readme`` by ``table``."""
+def update_readme(readme: str, table: str, start: str = MARK_START, end: str = MARK_END) -> None:
+    """Replace the text between the ``start`` and ``end`` markers (the model zoo's by default)
+    of ``readme`` by ``table``."""
     with open(readme) as f:
         text = f.read()
-    if MARK_START not in text or MARK_END not in text:
-        raise ValueError(f'{readme} has no {MARK_START} ... {MARK_END} section to replace.')
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
+    if start not in text or end not in text:
+        raise ValueError(f'{readme} has no {start} ... {end} section to replace.')
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     with open(readme, 'w') as f:
-        f.write(f'{head}{MARK_START}\n{table}\n{MARK_END}{tail}')
+        f.write(f'{head}{start}\n{table}\n{end}{tail}')
 
 
 def main(argv: Optional[List[str]] = None) -> str:

@@ -120,8 +120,9 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
                                                            DEFAULT_CALIBRATION_IMAGES)
         images = calibration_images(calibration_dataset_cfg(model_cfg, calib_dataset_cfg),
                                     count)
-        files['openvino_xml'] = quantize_int8(files['openvino_xml'], images, prepare,
-                                              osp.join(work_dir, 'end2end_int8.xml'))
+        files['openvino_xml'] = quantize_int8(
+            files['openvino_xml'], images, prepare, osp.join(work_dir, 'end2end_int8.xml'),
+            (deploy_cfg.get('calib_config') or {}).get('ignored_scope'))
     backend_file = files.get('openvino_xml', onnx_file)
     backend_model = build_backend_model(model_cfg, deploy_cfg, [backend_file], threads, model,
                                         spinning)
@@ -188,7 +189,9 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
                       checkpoint=checkpoint, backend=backend, precision=precision,
                       precision_support=support, files=pair.files, log=log_file,
                       input_shape=list(data['inputs'].shape), static=pair.static,
-                      fused=True, calibration_images=pair.calibration_images, parity={},
+                      fused=True, calibration_images=pair.calibration_images,
+                      calib_config=(dict(deploy_cfg.get('calib_config') or {})
+                                    if precision == 'int8' else None), parity={},
                       **environment('cpu'))
         exact = precision == 'f32'
         failures = []

@@ -6,6 +6,7 @@ end-to-end model, calibrated on images of the model config's val/test dataloader
 of ``--calib-dataset-cfg``, as in mmdeploy), fed through the same preprocessing as
 deployment. ``calib_config.num_images`` in the deploy config
 sets how many, spread evenly over the dataset; the record lists them.
+``calib_config.ignored_scope`` keeps layers in float (NNCF's ``IgnoredScope``).
 """
 import os.path as osp
 from typing import Callable, List, Optional
@@ -74,15 +75,37 @@ def calibration_images(dataset_cfg: Config, num_images: int) -> List[str]:
 
 
 def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], dict],
-                  out_file: str) -> str:
+                  out_file: str, ignored_scope: Optional[dict] = None) -> str:
     """NNCF post-training int8 quantization of an OpenVINO-readable model, calibrated on
-    ``images`` preprocessed by ``prepare``; writes ``out_file`` (IR .xml + .bin)."""
+    ``images`` preprocessed by ``prepare``; writes ``out_file`` (IR .xml + .bin).
+
+    ``ignored_scope`` (``calib_config.ignored_scope`` of the deploy config: ``names``,
+    ``patterns`` and/or ``types``, as ``nncf.IgnoredScope`` takes them) keeps those layers in
+    float, e.g. ``dict(patterns=['.*backbone.*'])``."""
     import nncf
     import openvino as ov
-    inputs = [prepare(path)['inputs'].numpy() for path in images]
     model = ov.Core().read_model(model_file)
-    quantized = nncf.quantize(model, nncf.Dataset(inputs, lambda x: {'input': x}),
-                              subset_size=len(inputs), preset=nncf.QuantizationPreset.MIXED,
-                              model_type=nncf.ModelType.TRANSFORMER)
+    takes_shape = 'img_shape' in {name for port in model.inputs for name in port.get_names()}
+    feeds = []
+    for path in images:
+        x = prepare(path)['inputs']
+        feed = {'input': x.numpy()}
+        if takes_shape:  # detection graphs clip to each image's shape (see rewrites.py)
+            feed['img_shape'] = np.array(x.shape[2:], dtype=np.int64)
+        feeds.append(feed)
+    try:
+        scope = nncf.IgnoredScope(**(ignored_scope or {}))
+    except TypeError as err:
+        raise DeployError(f'calib_config.ignored_scope={ignored_scope!r} is not an NNCF '
+                          f'IgnoredScope ({err}); give names, patterns and/or types, e.g. '
+                          "dict(patterns=['.*backbone.*']).") from None
+    try:
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                  preset=nncf.QuantizationPreset.MIXED,
+                                  model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope)
+    except nncf.ValidationError as err:  # e.g. a pattern that matches no layer
+        reason = ' '.join(str(err).split())
+        raise DeployError(f'calib_config.ignored_scope={ignored_scope!r}: {reason} Fix the '
+                          'names or patterns (layer names are in the IR, end2end.xml).') from None
     ov.save_model(quantized, out_file, compress_to_fp16=False)
     return out_file
