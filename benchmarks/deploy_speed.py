@@ -45,7 +45,7 @@ from mmengine.config import Config
 from evit_mm.analysis.model_zoo import update_readme
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
-from evit_mm.deployment.backends import export_backbone, make_runner
+from evit_mm.deployment.backends import export_backbone, image_shape, make_runner
 from evit_mm.deployment.deploy import export_and_load, predict
 from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
 from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test
@@ -168,8 +168,9 @@ def _onnxruntime_int8(pair, shape, threads: int, work_root: str):
     rng = np.random.RandomState(1)
     feeds = []
     for _ in range(4):
-        x = pair.prepare(rng.randint(0, 256, (*shape, 3), dtype=np.uint8))['inputs']
-        feed = dict(input=x.numpy(), img_shape=np.array(x.shape[2:], dtype=np.int64))
+        data = pair.prepare(rng.randint(0, 256, (*shape, 3), dtype=np.uint8))
+        feed = dict(input=data['inputs'].numpy(),
+                    img_shape=image_shape(data['data_samples']).numpy())
         feeds.append({name: value for name, value in feed.items() if name in graph_inputs})
 
     class Reader(CalibrationDataReader):

@@ -17,6 +17,7 @@ from mmengine.config import Config
 from ..errors import DeployError
 from ..runtime import iter_datasets
 from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
+from .backends import image_shape
 
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
@@ -88,10 +89,10 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
     takes_shape = 'img_shape' in {name for port in model.inputs for name in port.get_names()}
     feeds = []
     for path in images:
-        x = prepare(path)['inputs']
-        feed = {'input': x.numpy()}
+        data = prepare(path)
+        feed = {'input': data['inputs'].numpy()}
         if takes_shape:  # detection graphs clip to each image's shape (see rewrites.py)
-            feed['img_shape'] = np.array(x.shape[2:], dtype=np.int64)
+            feed['img_shape'] = image_shape(data['data_samples']).numpy()
         feeds.append(feed)
     try:
         scope = nncf.IgnoredScope(**(ignored_scope or {}))
