@@ -235,7 +235,11 @@ def _quantized_layers(ir_xml: Path, name_part: str) -> int:
                           % re.escape(name_part), ir_xml.read_text()))
 
 
-def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, weights):
+def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, weights,
+                                                                      monkeypatch):
+    cwd = tmp_path / 'cwd'  # nothing is written outside the work dirs
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     data = make_ade20k_demo(str(tmp_path / 'ade'), 4, 6)
     config = _demo_config(tmp_path, FPN, data, (256, 128))
     deploy_cfg = tmp_path / 'int8.py'
@@ -256,8 +260,9 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
         check['pytorch']['points'] - check['openvino']['points'])
     assert record['parity'][image]['checked'] is False  # per-image agreement is information
     assert set(record['drawn']) == {'pytorch', 'openvino'}
-    assert all(Path(path).is_file() and Path(path).parent == tmp_path / 'out'
-               for path in record['drawn'].values())
+    assert {name: Path(path) for name, path in record['drawn'].items()} == {
+        name: tmp_path / 'out' / f'output_{name}.jpg' for name in ('pytorch', 'openvino')}
+    assert all(Path(path).is_file() for path in record['drawn'].values())
     assert _quantized_layers(xml, 'backbone') > 0 and record['calib_config']['num_images'] == 4
     # calib_config.ignored_scope keeps those layers in float; one that matches nothing: one line
     kept = tmp_path / 'int8_float_backbone.py'
@@ -292,6 +297,7 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
                             weights['fpn'], image, '--work-dir', str(tmp_path / 'none')])
     assert re.fullmatch(r"\[evit_mm deploy\] Calibration dataset under '.*empty' is empty; int8 "
                         r'needs images to calibrate on\.', str(exit_info.value.code))
+    assert list(cwd.iterdir()) == []
 
 
 def test_bf16_runs_only_where_the_cpu_has_bf16_units(tmp_path, photos, weights, capsys):

@@ -19,13 +19,13 @@ import argparse
 import contextlib
 import copy
 import functools
-import glob
 import json
 import os
 import os.path as osp
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
+import mmcv
 import numpy as np
 import torch
 from mmengine.config import Config
@@ -151,15 +151,21 @@ def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str,
 
 def _draw(pair: Deployment, image: str, results: Dict[str, object], work_dir: str
           ) -> Dict[str, str]:
-    """mmdeploy's drawings of each side's result, ``output_<name>.*`` as its deploy tool."""
+    """Each side's result drawn by the model config's visualizer (mmdeploy's), to
+    ``WORK_DIR/output_<name>.jpg`` as mmdeploy's deploy tool names them.
+
+    The file is given to the visualizer directly: mmdeploy's segmentation ``visualize`` passes
+    none, so its drawing went wherever the visualizer's storage backend pointed (the current
+    folder, for a second deployment in one process)."""
+    rgb = mmcv.imread(image, channel_order='rgb')
     drawn = {}
     for name, result in results.items():
-        # mmengine keeps one visualizer per window name, with the save dir it was made with
-        pair.processor.visualize(image=image, result=result,
-                                 window_name=f'{name}:{osp.abspath(work_dir)}',
-                                 output_file=osp.join(work_dir, f'output_{name}.jpg'))
-        files = sorted(glob.glob(osp.join(work_dir, f'output_{name}*')), key=osp.getmtime)
-        drawn[name] = files[-1] if files else None
+        out_file = osp.join(work_dir, f'output_{name}.jpg')
+        # mmengine keeps one visualizer per window name: one per side and work dir
+        visualizer = pair.processor.get_visualizer(f'{name}:{osp.abspath(work_dir)}', work_dir)
+        visualizer.add_datasample(f'output_{name}', rgb, data_sample=result, draw_gt=False,
+                                  show=False, out_file=out_file)
+        drawn[name] = out_file
     return drawn
 
 
