@@ -140,3 +140,58 @@ def official_neck(meta, seeded_state_dict) -> dict:
     assert state_dict_sha256(state) == record['sha256'], 'the neck weight generator drifted'
     return dict(cfg=record['cfg'], keys=record['keys'], state_dict=state,
                 io=dict(np.load(DATA / record['io'])))
+
+
+# ---- deployment: inputs and one export per shared deploy config ------------------------------------
+@pytest.fixture(scope='session')
+def images(tmp_path_factory) -> dict:
+    """A landscape and a portrait image, not multiples of 32."""
+    from deploy_helpers import make_image
+    root = tmp_path_factory.mktemp('images')
+    return dict(wide=make_image(root / 'wide.jpg', 300, 420, 0),
+                tall=make_image(root / 'tall.jpg', 410, 270, 1))
+
+
+@pytest.fixture(scope='session')
+def weights(tmp_path_factory) -> dict:
+    """Seeded checkpoints: detectors with confident boxes that grow past the image borders."""
+    from deploy_helpers import FPN, MASK_RCNN, RETINANET, large_boxes, make_checkpoint
+    root = tmp_path_factory.mktemp('weights')
+    return dict(retinanet=large_boxes(RETINANET, root / 'retinanet.pth'),
+                mask_rcnn=large_boxes(MASK_RCNN, root / 'mask_rcnn.pth'),
+                fpn=make_checkpoint(FPN, root / 'fpn.pth'))
+
+
+@pytest.fixture(scope='session')
+def coco_demo(tmp_path_factory) -> Path:
+    from evit_mm.demo_data import make_coco_demo
+    return make_coco_demo(str(tmp_path_factory.mktemp('coco') / 'coco'), 4, 4)
+
+
+@pytest.fixture(scope='session')
+def deployed(tmp_path_factory, images, weights, coco_demo) -> Callable:
+    """``deployed('detection_onnxruntime_dynamic.py')``: ``deploy.py`` run once per session
+    with that deploy config (static ones at 330x250), on the wide image with the tall one as
+    ``--test-img``. Detection: RetinaNet-M4 on the generated COCO data, at a test scale whose
+    resized sides are not multiples of 32; instance-seg: Mask R-CNN-M4 at the same scale."""
+    from deploy_helpers import (DEPLOY, MASK_RCNN, ODD_SCALE, RETINANET, demo_config,
+                                odd_scale_config, run_deploy, small_deploy_config)
+    root = tmp_path_factory.mktemp('deployed')
+    done = {}
+
+    def get(name: str):
+        if name not in done:
+            work = root / name.replace('.py', '')
+            work.mkdir()
+            if name.startswith('instance-seg'):
+                model_cfg, checkpoint = odd_scale_config(work, MASK_RCNN, masks=True), \
+                    weights['mask_rcnn']
+            else:
+                model_cfg = str(demo_config(work, RETINANET, coco_demo, ODD_SCALE))
+                checkpoint = weights['retinanet']
+            deploy_cfg = (str(DEPLOY / name) if 'dynamic' in name
+                          else small_deploy_config(work, name, *ODD_SCALE))
+            done[name] = run_deploy(work / 'out', deploy_cfg, model_cfg, checkpoint,
+                                    images['wide'], '--test-img', images['tall'])
+        return done[name]
+    return get

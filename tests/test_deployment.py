@@ -1,8 +1,8 @@
 """End-to-end deployment with mmdeploy: export, ONNX Runtime / OpenVINO parity, the CLI.
 
-The models carry random weights with a classifier bias raised so that the test image
-gets confident detections (random weights alone give none above the 0.3 threshold).
-Shapes are small so that each export takes seconds.
+The detectors carry seeded weights whose confident boxes grow past the image, on a test scale
+whose resized sides are not multiples of 32 (:mod:`deploy_helpers`); each detection deploy
+config is exported once per session (``deployed`` in conftest.py) and read by several tests.
 """
 import json
 import subprocess
@@ -10,24 +10,18 @@ import sys
 from pathlib import Path
 
 import mmcv
-import numpy as np
-import onnx
 import pytest
 import torch
-from mmengine.structures import InstanceData
 
-from evit_mm.config import build_model, load_config
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.backends import legacy_onnx_exporter
 from evit_mm.deployment.parity import (ParityReport, Tolerances, compare_instances,
-                                       compare_label_maps)
+                                       compare_label_maps, compare_results)
 
-REPO = Path(__file__).resolve().parents[1]
-DEPLOY = REPO / 'configs' / 'deploy'
-RETINANET = str(REPO / 'configs/detection/retinanet_evit_m4.py')
-MASK_RCNN = str(REPO / 'configs/detection/mask_rcnn_evit_m4.py')
-FPN = str(REPO / 'configs/segmentation/fpn_evit_m4_ade20k.py')
-STANDARD_DOMAINS = {'', 'ai.onnx'}
+from deploy_helpers import (DEPLOY, FPN, RETINANET, SHARED_DETECTION, assert_parity, instances,
+                            run_deploy, small_deploy_config)
+
+BORDERS = {'left', 'top', 'right', 'bottom'}
 
 
 @pytest.mark.parametrize('path', sorted(DEPLOY.glob('*.py')), ids=lambda p: p.stem)
@@ -51,131 +45,70 @@ def test_deploy_configs_are_mmdeploy_configs(path):
         assert cfg.onnx_config.output_names == ['dets', 'labels', 'masks']
 
 
-def _image(path: Path, height: int, width: int, seed: int) -> str:
-    rng = np.random.RandomState(seed)
-    img = np.full((height, width, 3), 90, np.uint8)
-    for _ in range(6):
-        y, x = rng.randint(0, height - 40), rng.randint(0, width - 40)
-        img[y:y + rng.randint(20, 60), x:x + rng.randint(20, 80)] = rng.randint(0, 255, 3)
-    mmcv.imwrite(img, str(path))
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def images(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp('images')
-    return dict(wide=_image(root / 'wide.jpg', 300, 420, 0),
-                tall=_image(root / 'tall.jpg', 410, 270, 1))
-
-
-def _checkpoint(config: str, path: Path) -> str:
-    torch.manual_seed(0)  # PyTorch's default init: well spread scores, unlike the heads' own
-    model = build_model(load_config(config, pretrained=False))
-    with torch.no_grad():
-        if hasattr(model, 'roi_head'):
-            model.roi_head.bbox_head.fc_cls.bias[0] = 6.0
-        elif hasattr(model, 'bbox_head'):
-            model.bbox_head.retina_cls.bias.fill_(-0.5)
-    torch.save({'state_dict': model.state_dict()}, path)
-    return str(path)
-
-
-@pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp('ckpt')
-    return {name: _checkpoint(cfg, root / f'{name}.pth')
-            for name, cfg in [('retinanet', RETINANET), ('mask_rcnn', MASK_RCNN), ('fpn', FPN)]}
-
-
-def _small(tmp_path: Path, base: str, width: int, height: int) -> str:
-    """A deploy config inheriting one of ours at a small fixed shape."""
-    text = f"_base_ = ['{DEPLOY / base}']\n"
-    if 'dynamic' not in base:
-        text += f'onnx_config = dict(input_shape=[{width}, {height}])\n'
-    if 'openvino' in base:
-        text += (f'backend_config = dict(model_inputs=[dict(opt_shapes=dict('
-                 f'input=[1, 3, {height}, {width}]))])\n')
-    path = tmp_path / f'small_{base}'
-    path.write_text(text)
-    return str(path)
-
-
-def _run(tmp_path, deploy_cfg, model_cfg, checkpoint, image, *extra) -> dict:
-    record = deploy_module.main([deploy_cfg, model_cfg, checkpoint, image, '--work-dir',
-                                 str(tmp_path / 'out'), '--iters', '1', *extra])
-    assert json.loads((tmp_path / 'out' / 'deploy_record.json').read_text()) == record
-    onnx_model = onnx.load(record['files']['onnx'])
-    assert {node.domain for node in onnx_model.graph.node} <= STANDARD_DOMAINS
-    for backend in ('pytorch', record['backend']):
-        assert record['speed'][backend]['fps'] > 0
-    assert record['fused'] is True and record['threads'] == torch.get_num_threads()
-    return record
-
-
-def _assert_parity(record: dict, min_compared: int) -> None:
-    for path, parity in record['parity'].items():
-        assert parity['ok'] and not parity['failures'], (path, parity)
-        assert parity['compared'] >= min_compared, (path, parity)
-
-
-@pytest.mark.parametrize('base', ['detection_onnxruntime_static-800x1344.py',
-                                  'detection_openvino_static-800x1344.py'])
-def test_retinanet_end_to_end(tmp_path, images, checkpoints, base):
+@pytest.mark.parametrize('name', SHARED_DETECTION, ids=lambda n: n[:-3])
+def test_detection_deployment(deployed, images, name):
+    """The record of a detection deployment: parity both ways on a landscape and a portrait
+    image, the input each was run at, the backend files; nothing left patched."""
     export = torch.onnx.export
-    record = _run(tmp_path, _small(tmp_path, base, 320, 256), RETINANET,
-                  checkpoints['retinanet'], images['wide'])
-    assert record['backend'] == ('openvino' if 'openvino' in base else 'onnxruntime')
-    assert record['input_shape'] == [1, 3, 256, 320] and record['static'] is True
-    _assert_parity(record, min_compared=20)
+    record = deployed(name).record
+    assert record['backend'] == ('openvino' if 'openvino' in name else 'onnxruntime')
+    assert_parity(record, min_compared=20)
+    shapes = {path: parity['input_shape'] for path, parity in record['parity'].items()}
+    if 'static' in name:  # 330x250: mmdeploy's static resize, then padded to 352x256
+        assert record['static'] is True and record['input_shape'] == [1, 3, 256, 352]
+        assert set(map(tuple, shapes.values())) == {(1, 3, 256, 352)}
+    else:  # each image at its own resized size
+        assert record['static'] is False
+        assert shapes[images['wide']] != shapes[images['tall']]
+        assert shapes[images['tall']][2] > shapes[images['tall']][3]
     worst = record['parity'][images['wide']]['worst']
     assert worst['box_iou'] >= 0.99 and worst['score_diff'] <= 1e-3
-    if 'openvino' in base:
+    if name.startswith('instance-seg'):
+        assert record['parity'][images['wide']]['worst']['mask_iou'] >= 0.98
+    if 'openvino' in name:
         assert Path(record['files']['openvino_xml']).with_suffix('.bin').is_file()
     # nothing stays patched once the tool has exported
     from torch.onnx import symbolic_opset9
     assert torch.onnx.export is export and not hasattr(symbolic_opset9, '_cast_Long')
 
 
-def _test_scale(tmp_path: Path, base: str, scale: tuple) -> str:
-    """The model config with a smaller test resize (keeping the ratio), for quick exports."""
-    path = tmp_path / f'scaled_{Path(base).name}'
-    path.write_text(
-        f"_base_ = '{base}'\n"
-        "test_dataloader = dict(dataset=dict(pipeline=[dict(type='LoadImageFromFile'),\n"
-        f"    dict(type='Resize', scale={scale}, keep_ratio=True),\n"
-        "    dict(type='LoadAnnotations', with_bbox=True),\n"
-        "    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',\n"
-        "                                          'img_shape', 'scale_factor'))]))\n")
-    return str(path)
+def _borders(instances, height: int, width: int) -> set:
+    """The image borders that confident boxes touch."""
+    boxes = instances.bboxes[instances.scores > 0.3]
+    return {name for name, column, value in (('left', 0, 0), ('top', 1, 0), ('right', 2, width),
+                                             ('bottom', 3, height))
+            if len(boxes) and float((boxes[:, column] - value).abs().min()) < 1e-3}
 
 
-@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
-def test_dynamic_detection_at_two_sizes(tmp_path, images, checkpoints, backend):
-    config = _test_scale(tmp_path, RETINANET, (512, 384))
-    record = _run(tmp_path, str(DEPLOY / f'detection_{backend}_dynamic.py'), config,
-                  checkpoints['retinanet'], images['wide'], '--test-img', images['tall'])
-    assert record['static'] is False
-    shapes = {path: p['input_shape'] for path, p in record['parity'].items()}
-    assert shapes[images['wide']] != shapes[images['tall']]  # both at their own (resized) size
-    assert shapes[images['tall']][2] > shapes[images['tall']][3]
-    _assert_parity(record, min_compared=20)
-
-
-def test_mask_rcnn_onnxruntime(tmp_path, images, checkpoints):
-    record = _run(tmp_path, _small(tmp_path, 'instance-seg_onnxruntime_static-800x1344.py',
-                                   320, 256), MASK_RCNN, checkpoints['mask_rcnn'],
-                  images['wide'])
-    _assert_parity(record, min_compared=20)
-    assert record['parity'][images['wide']]['worst']['mask_iou'] >= 0.98
+@pytest.mark.parametrize('name', SHARED_DETECTION, ids=lambda n: n[:-3])
+def test_boxes_are_clipped_to_each_image(deployed, images, name):
+    """On a landscape and a portrait image: the input is padded, PyTorch's detections touch
+    every border, and the backend agrees both ways (masks too, at the image's size)."""
+    pair = deployed(name).pair
+    touched = set()
+    for path in images.values():
+        data = pair.prepare(path)
+        meta = data['data_samples'][0].metainfo
+        assert tuple(meta['img_shape']) != tuple(data['inputs'].shape[2:])  # padded input
+        reference = deploy_module.predict(pair.model, data)[0]
+        backend = deploy_module.predict(pair.backend_model, data)[0]
+        report = compare_results(reference, backend)
+        assert report.ok and report.compared >= 20, (path, report.failures[:5])
+        touched |= _borders(reference.pred_instances, *mmcv.imread(path).shape[:2])
+        if name.startswith('instance-seg'):
+            masks = backend.pred_instances.masks
+            assert tuple(masks.shape[1:]) == mmcv.imread(path).shape[:2]
+    assert touched == BORDERS
 
 
 @pytest.mark.parametrize('base', ['segmentation_onnxruntime_static-512x512.py',
                                   'segmentation_openvino_static-512x512.py'])
-def test_semantic_fpn_end_to_end(tmp_path, images, checkpoints, base):
+def test_semantic_fpn_end_to_end(tmp_path, images, weights, base):
     sdk = 'onnxruntime' in base
-    record = _run(tmp_path, _small(tmp_path, base, 256, 256), FPN, checkpoints['fpn'],
-                  images['wide'], *(['--dump-info'] if sdk else []))
-    _assert_parity(record, min_compared=300 * 420)  # every pixel of the original image
+    record = run_deploy(tmp_path / 'out', small_deploy_config(tmp_path, base, 128, 128), FPN,
+                        weights['fpn'], images['wide'], *(['--dump-info'] if sdk else [])).record
+    assert record['input_shape'] == [1, 3, 128, 128]
+    assert_parity(record, min_compared=300 * 420)  # every pixel of the original image
     assert record['parity'][images['wide']]['worst']['pixel_agreement'] >= 0.999
     if sdk:  # mmdeploy's SDK description of the model
         pipeline = json.loads((tmp_path / 'out' / 'pipeline.json').read_text())
@@ -183,14 +116,15 @@ def test_semantic_fpn_end_to_end(tmp_path, images, checkpoints, base):
         assert (tmp_path / 'out' / 'deploy.json').is_file()
 
 
-def test_parity_failure_exits_nonzero_and_keeps_the_record(tmp_path, images, checkpoints,
+def test_parity_failure_exits_nonzero_and_keeps_the_record(tmp_path, images, weights,
                                                           monkeypatch, capsys):
     def disagree(expected, got, tolerances=None):
         return ParityReport(compared=3, failures=['detection 0: score differs by 2e-2 > 1e-3'])
     monkeypatch.setattr(deploy_module, 'compare_results', disagree)
     with pytest.raises(SystemExit) as exit_info:
-        deploy_module.main([_small(tmp_path, 'segmentation_onnxruntime_static-512x512.py',
-                                   128, 128), FPN, checkpoints['fpn'], images['wide'],
+        deploy_module.main([small_deploy_config(tmp_path,
+                                                'segmentation_onnxruntime_static-512x512.py',
+                                                64, 64), FPN, weights['fpn'], images['wide'],
                             '--work-dir', str(tmp_path / 'out'), '--iters', '1'])
     message = str(exit_info.value.code)
     assert 'PARITY FAILED' in message and 'score differs by 2e-2' in message
@@ -198,18 +132,18 @@ def test_parity_failure_exits_nonzero_and_keeps_the_record(tmp_path, images, che
     assert record['parity'][images['wide']]['ok'] is False
 
 
-def test_user_errors_are_one_line(tmp_path, images, checkpoints):
+def test_user_errors_are_one_line(tmp_path, images, weights):
     static = str(DEPLOY / 'segmentation_onnxruntime_static-512x512.py')
-    cases = [([str(tmp_path / 'nope.py'), FPN, checkpoints['fpn'], images['wide']],
+    cases = [([str(tmp_path / 'nope.py'), FPN, weights['fpn'], images['wide']],
               'Deploy config'),
              ([static, FPN, str(tmp_path / 'missing.pth'), images['wide']], 'not found'),
-             ([static, FPN, checkpoints['fpn'], str(tmp_path / 'missing.jpg')],
+             ([static, FPN, weights['fpn'], str(tmp_path / 'missing.jpg')],
               'Image'),
-             ([static, RETINANET, checkpoints['fpn'], images['wide']],
+             ([static, RETINANET, weights['fpn'], images['wide']],
               'segmentation_onnxruntime_static-512x512.py is a Segmentation deploy config, but '
               f'{RETINANET} is a ObjectDetection model. Use one of configs/deploy/'
               '{detection_onnxruntime_dynamic.py,'),
-             ([str(DEPLOY / 'detection_onnxruntime_dynamic.py'), RETINANET, checkpoints['fpn'],
+             ([str(DEPLOY / 'detection_onnxruntime_dynamic.py'), RETINANET, weights['fpn'],
                images['wide']], 'unexpected')]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as exit_info:
@@ -244,26 +178,18 @@ def test_legacy_exporter_is_scoped():
     assert torch.onnx.export is export
 
 
-def _instances(boxes, scores, labels, masks=None) -> InstanceData:
-    data = InstanceData(bboxes=torch.tensor(boxes, dtype=torch.float32),
-                        scores=torch.tensor(scores), labels=torch.tensor(labels))
-    if masks is not None:
-        data.masks = masks
-    return data
-
-
 def test_parity_rules():
-    ref = _instances([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 5, 5]], [0.9, 0.8, 0.2],
+    ref = instances([[0, 0, 10, 10], [20, 20, 40, 40], [0, 0, 5, 5]], [0.9, 0.8, 0.2],
                      [1, 2, 3])
     assert compare_instances(ref, ref).ok
     assert compare_instances(ref, ref).compared == 2  # the 0.2 detection is below 0.3
-    moved = _instances([[0, 0, 10, 10], [21, 20, 40, 40]], [0.9, 0.8], [1, 2])
+    moved = instances([[0, 0, 10, 10], [21, 20, 40, 40]], [0.9, 0.8], [1, 2])
     report = compare_instances(ref, moved)
     assert not report.ok and 'best IoU' in report.failures[0]
     assert report.worst['box_iou'] == pytest.approx(19 * 20 / 400)
-    rescored = _instances([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8021], [1, 2])
+    rescored = instances([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8021], [1, 2])
     assert 'score differs by 2.10e-03' in compare_instances(ref, rescored).failures[0]
-    relabeled = _instances([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [1, 5])
+    relabeled = instances([[0, 0, 10, 10], [20, 20, 40, 40]], [0.9, 0.8], [1, 5])
     assert 'no detection of this label' in compare_instances(ref, relabeled).failures[0]
     masks = torch.zeros(3, 50, 50, dtype=torch.bool)
     masks[0, :10, :10] = True
@@ -271,7 +197,7 @@ def test_parity_rules():
     other = masks.clone()
     other[1, 20:40, 20] = False  # IoU 380 / 400 = 0.95
     ref.masks = masks
-    report = compare_instances(ref, _instances(ref.bboxes.tolist(), ref.scores.tolist(),
+    report = compare_instances(ref, instances(ref.bboxes.tolist(), ref.scores.tolist(),
                                                ref.labels.tolist(), other))
     assert report.worst['mask_iou'] == pytest.approx(0.95)
     assert 'mask IoU 0.9500 < 0.98' in report.failures[0]
