@@ -7,9 +7,11 @@ or mmseg until a config asks for that framework, and a missing framework is
 reported with the pip extra that installs it.
 """
 import ast
+import datetime
 import importlib
 import os
 import os.path as osp
+from pathlib import Path
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -17,7 +19,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from mmengine.config import Config
 from mmengine.logging import print_log
-from mmengine.registry import MODELS
+from mmengine.registry import MODELS, DefaultScope
 
 from .errors import ConfigError, MissingExtraError
 
@@ -52,13 +54,19 @@ def register_framework(framework: str) -> None:
         utils = importlib.import_module(f'{framework}.utils')
     except ImportError as exc:
         raise FrameworkMissingError(framework) from exc
-    utils.register_all_modules(init_default_scope=True)
+    utils.register_all_modules(init_default_scope=False)
+    current = DefaultScope.get_current_instance()
+    if current is None or current.scope_name != framework:
+        # a switch of framework in one process (mmdet and mmseg models side by side): a new
+        # scope instance, as register_all_modules(init_default_scope=True) makes with a warning
+        DefaultScope.get_instance(f'{framework}-{datetime.datetime.now()}',
+                                  scope_name=framework)
 
 
 def _base_files(path: str) -> List[str]:
     """The local (not ``pkg::``) ``_base_`` entries of a config file, as written."""
     try:
-        tree = ast.parse(open(path, encoding='utf-8').read())
+        tree = ast.parse(Path(path).read_text(encoding='utf-8'))
     except (OSError, SyntaxError, ValueError):
         return []
     for node in tree.body:

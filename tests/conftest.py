@@ -7,6 +7,7 @@ the rules in ``tests/data/README.md`` and checked against the hashes in
 import gzip
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, Sequence
@@ -15,10 +16,35 @@ import numpy as np
 import pytest
 import torch
 
+# Under pytest-xdist (pytest.ini: one worker per core) each worker, and every process it starts,
+# computes on one thread: two workers with a thread per core each would oversubscribe the cores,
+# and spinning OpenMP threads then slow everything several-fold.
+if os.environ.get('PYTEST_XDIST_WORKER'):
+    os.environ['OMP_NUM_THREADS'] = '1'  # the processes the tests start
+    torch.set_num_threads(1)
+
 DATA = Path(__file__).resolve().parent / 'data'
 VARIANTS = [f'efficientvit_m{i}' for i in range(6)] + [f'shvit_s{i}' for i in range(1, 5)]
 # the last BatchNorm of a residual branch gets a smaller scale (official generator rule)
 _RESIDUAL_GAMMA = re.compile(r'\.m\.(bn|pw2\.bn|proj\.1\.bn|attn\.proj\.1\.bn)\.weight$')
+
+
+# test modules that share session fixtures (one export per deploy config) run on one worker
+GROUPS = {'test_deployment': 'deployment', 'test_deployment_precision': 'deployment'}
+# the slowest groups first (pytest --durations), so that the two workers finish together
+SLOWEST_FIRST = ('deployment', 'test_training', 'test_custom_data', 'test_own_data_settings',
+                 'test_configs', 'test_analysis', 'test_tools')
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items) -> None:
+    def group(item) -> str:
+        return GROUPS.get(item.path.stem, item.path.stem)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: module order kept
 
 
 def pytest_generate_tests(metafunc) -> None:

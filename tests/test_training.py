@@ -14,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True',
                  'default_hooks.logger.interval=1']
+# 4 generated images (1 for validation) in batches of 2: two iterations an epoch, the least that
+# puts a checkpoint between iterations
+SMALL = ['--demo-images', '4']
+SMALL_BATCH = ['train_dataloader.batch_size=2']
 # Semantic FPN resumes iteration-based and mmengine replays the skipped batches, so the
 # augmentation stream after a resume differs; a fixed-size pipeline keeps the data identical
 # (model randomness is reseeded by ReproducibleResumeHook).
@@ -66,8 +70,8 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
         fixed = tmp_path / 'fpn_evit_m0_fixed_aug.py'
         fixed.write_text(FIXED_SEG_PIPELINE.format(base=REPO / config))
         config = str(fixed)
-    common = [str(REPO / config), '--demo', '--demo-images', '8', '--demo-iters', length,
-              '--cfg-options', *DETERMINISTIC, *extra, *test_options]
+    common = [str(REPO / config), '--demo', *SMALL, '--demo-iters', length,
+              '--cfg-options', *DETERMINISTIC, *SMALL_BATCH, *extra, *test_options]
     # uninterrupted
     out = _run('train.py', *common, '--work-dir', str(tmp_path / 'full'), cwd=tmp_path)
     last = out.strip().splitlines()[-1]  # the metric and the FPS of the final evaluation

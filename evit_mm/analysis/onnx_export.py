@@ -12,7 +12,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ..deployment.backends import ONNXRuntimeRunner
+from ..deployment.backends import ONNXRuntimeRunner, legacy_onnx_exporter
 from ..errors import exits_on_user_errors
 from ..inference import RawNetwork, build_inference_model
 from ..timing import summarize, time_calls
@@ -39,9 +39,9 @@ def export_onnx(config: str, out_file: str, checkpoint: Optional[str] = None, sh
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
         axes.update({n: {0: 'batch', 2: f'{n}_height', 3: f'{n}_width'} for n in names})
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), legacy_onnx_exporter():
         torch.onnx.export(network, (x,), out_file, input_names=['input'], output_names=names,
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
+                          dynamic_axes=axes, opset_version=opset)
     session = ONNXRuntimeRunner(out_file, names, torch.get_num_threads())
     feed = {'input': x.numpy()}
     got = session.run(feed)

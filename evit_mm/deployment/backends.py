@@ -20,6 +20,7 @@ import importlib
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ from .deploy_config import backend_of, precision_of
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
 IMG_SHAPE = 'img_shape'  # the detectors' second graph input
+LEGACY_EXPORT_NOTICE = 'You are using the legacy TorchScript-based ONNX export'
 
 
 class DeployStackMissingError(MissingExtraError):
@@ -91,7 +93,8 @@ def _cast_long(g, value, non_blocking=False):
 def legacy_onnx_exporter() -> Iterator[None]:
     """Inside the block only: ``torch.onnx.export`` defaults to ``dynamo=False`` and
     ``symbolic_opset9._cast_Long`` exists (for mmdeploy's RoIAlign). Both are undone on
-    exit, exception or not."""
+    exit, exception or not. torch's notice that the legacy exporter is deprecated is not
+    shown: it is chosen on purpose (mmdeploy's rewrites need it)."""
     from torch.onnx import symbolic_opset9
     export = torch.onnx.export
     add_cast = not hasattr(symbolic_opset9, '_cast_Long')
@@ -99,7 +102,10 @@ def legacy_onnx_exporter() -> Iterator[None]:
     if add_cast:
         symbolic_opset9._cast_Long = _cast_long
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings('ignore', message=LEGACY_EXPORT_NOTICE,
+                                    category=DeprecationWarning)
+            yield
     finally:
         torch.onnx.export = export
         if add_cast:
@@ -223,10 +229,10 @@ def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend
     require('onnx', backend)
     os.makedirs(work_dir, exist_ok=True)
     onnx_file = osp.join(work_dir, 'backbone.onnx')
-    with torch.no_grad():
+    with torch.no_grad(), legacy_onnx_exporter():
         names = [f'out{i}' for i in range(len(backbone(x)))]
         torch.onnx.export(backbone, (x,), onnx_file, input_names=['input'], output_names=names,
-                          opset_version=17, dynamo=False)
+                          opset_version=17)
     return make_runner(backend, onnx_file, names, threads)
 
 

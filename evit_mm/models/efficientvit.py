@@ -129,7 +129,10 @@ class LocalWindowAttention(nn.Module):
         batch, channels, height, width = x.shape
         win = self.window
         pad_b, pad_r = -height % win, -width % win
-        if pad_b or pad_r:
+        # traced (ONNX export): always pad and crop, by amounts computed in the graph, so that
+        # a dynamic-shape graph is right at sizes that need no padding at export and do later
+        padded = torch.jit.is_tracing() or pad_b or pad_r
+        if padded:
             x = F.pad(x, (0, pad_r, 0, pad_b))
         n_h, n_w = (height + pad_b) // win, (width + pad_r) // win
         # One partition for both memory formats: windows are [B', win, win, C] in memory, so
@@ -139,7 +142,7 @@ class LocalWindowAttention(nn.Module):
         windows = self.attn(windows.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         x = windows.reshape(batch, n_h, n_w, win, win, channels).transpose(2, 3)
         x = x.reshape(batch, n_h * win, n_w * win, channels).permute(0, 3, 1, 2)
-        if pad_b or pad_r:
+        if padded:
             x = x[:, :, :height, :width]
         return x
 

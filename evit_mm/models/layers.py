@@ -25,7 +25,8 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether a 4-D map is laid out NHWC in memory (the deploy path's format)."""
-    return x.dim() == 4 and x.stride(1) == 1 and x.shape[1] > 1
+    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+            and not x.is_contiguous())  # one channel: both layouts, taken as NCHW
 
 
 def attend(attn: torch.Tensor, v: torch.Tensor, channels_last: bool) -> torch.Tensor:
