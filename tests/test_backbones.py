@@ -14,8 +14,10 @@ CHANNELS = {
     'shvit_s1': [128, 224, 320], 'shvit_s2': [128, 308, 448],
     'shvit_s3': [192, 352, 448], 'shvit_s4': [224, 336, 448],
 }
-SIZES = {(224, 224): [(14, 14), (7, 7), (4, 4)], (512, 512): [(32, 32), (16, 16), (8, 8)],
-         (600, 904): [(38, 57), (19, 29), (10, 15)], (64, 64): [(4, 4), (2, 2), (1, 1)]}
+# strides 16/32/64, sides rounded up: multiples of 64, of 16 only, of neither (odd halves at every
+# stage), and smaller than one 7x7 window
+SIZES = {(224, 224): [(14, 14), (7, 7), (4, 4)], (128, 128): [(8, 8), (4, 4), (2, 2)],
+         (216, 328): [(14, 21), (7, 11), (4, 6)], (64, 64): [(4, 4), (2, 2), (1, 1)]}
 
 
 def test_output_shapes_all_sizes(variant):
