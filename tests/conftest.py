@@ -23,6 +23,14 @@ if os.environ.get('PYTEST_XDIST_WORKER'):
     os.environ['OMP_NUM_THREADS'] = '1'  # the processes the tests start
     torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A test that sets torch's thread count (benchmark(threads=2)) leaves the others theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
 DATA = Path(__file__).resolve().parent / 'data'
 VARIANTS = [f'efficientvit_m{i}' for i in range(6)] + [f'shvit_s{i}' for i in range(1, 5)]
 # the last BatchNorm of a residual branch gets a smaller scale (official generator rule)
@@ -208,7 +216,7 @@ def deployed(tmp_path_factory, images, weights, coco_demo) -> Callable:
     def get(name: str):
         if name not in done:
             work = root / name.replace('.py', '')
-            work.mkdir()
+            work.mkdir(exist_ok=True)  # again after a failed export: that test shows its error
             if name.startswith('instance-seg'):
                 model_cfg, checkpoint = odd_scale_config(work, MASK_RCNN, masks=True), \
                     weights['mask_rcnn']

@@ -155,18 +155,21 @@ class Deployed:
 def run_deploy(work_dir: Path, deploy_cfg: str, model_cfg: str, checkpoint: str, image: str,
                *extra: str) -> Deployed:
     """``deploy.main`` as the command line runs it, keeping the deployment it built; checks
-    what every record must hold."""
+    what every record must hold, and that torch is left unpatched."""
     from evit_mm.deployment import deploy as deploy_module
     export_and_load, built = deploy_module.export_and_load, []
 
     def keep(*args, **kwargs):
         built.append(export_and_load(*args, **kwargs))
         return built[-1]
-    before = rewrite_records()
+    before, export = rewrite_records(), torch.onnx.export
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(deploy_module, 'export_and_load', keep)
         record = deploy_module.main([deploy_cfg, model_cfg, checkpoint, image, '--work-dir',
                                      str(work_dir), '--iters', '1', *extra])
+    # nothing stays patched once the tool has exported
+    from torch.onnx import symbolic_opset9
+    assert torch.onnx.export is export and not hasattr(symbolic_opset9, '_cast_Long')
     assert json.loads((work_dir / 'deploy_record.json').read_text()) == record
     onnx_model = onnx.load(record['files']['onnx'])
     assert {node.domain for node in onnx_model.graph.node} <= STANDARD_DOMAINS

@@ -83,11 +83,13 @@ def test_readme_names_commands():
     assert any(script == 'tools/train.py' for script, _ in COMMANDS)
 
 
-# each script's --help, all in one process (one start-up of the frameworks, not one per script)
+# each script's --help, all in one process (one start-up of the frameworks, not one per script),
+# each with the sys.path that `python SCRIPT` gives it
 _HELP_ALL = r"""
-import contextlib, io, json, runpy, sys, traceback
-helps = {}
+import contextlib, io, json, os, runpy, sys, traceback
+helps, site = {}, sys.path[1:]  # without the current folder that -c puts first
 for script in sys.argv[1:]:
+    sys.path[:] = [os.path.dirname(os.path.abspath(script))] + site  # as `python SCRIPT` has it
     sys.argv, stdout = [script, '--help'], io.StringIO()
     with contextlib.redirect_stdout(stdout):
         try:

@@ -25,8 +25,9 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether a 4-D map is laid out NHWC in memory (the deploy path's format)."""
-    return (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            and not x.is_contiguous())  # one channel: both layouts, taken as NCHW
+    # no read of the channel count: while tracing it is a tensor (a bool of it warns); a 1x1 map
+    # with stride(1) == 1 is contiguous either way and taken as NCHW, which computes the same
+    return x.dim() == 4 and x.stride(1) == 1 and not x.is_contiguous()
 
 
 def attend(attn: torch.Tensor, v: torch.Tensor, channels_last: bool) -> torch.Tensor:

@@ -17,7 +17,7 @@ model = dict(data_preprocessor=dict(size=image_size, seg_pad_val=ignore_index),
              decode_head=dict(num_classes=len(classes), ignore_index=ignore_index))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=(4 * image_size[1], image_size[0]), ratio_range=(0.5, 2.0),
          keep_ratio=True),
     dict(type='RandomCrop', crop_size=image_size, cat_max_ratio=0.75, ignore_index=ignore_index),
@@ -28,7 +28,7 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(4 * image_size[1], image_size[0]), keep_ratio=True),
-    dict(type='LoadAnnotations', reduce_zero_label=False),
+    dict(type='LoadAnnotations'),
     dict(type='PackSegInputs'),
 ]
 folders = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo,
