@@ -30,7 +30,8 @@ TOOLS = ['onnx', 'onnxruntime', 'matplotlib']
 # onnxruntime.quantization (benchmarks/deploy_speed.py's ONNX Runtime int8) imports ml_dtypes.
 DEPLOY = ['mmdeploy==1.3.1', 'onnx>=1.13.0,<1.18.0', 'protobuf<=3.20.2', 'onnxruntime>=1.16.0',
           'openvino>=2024.0.0', 'nncf>=3.0.0,<3.5.0', 'ml_dtypes']
-TESTS = ['pytest', 'pytest-xdist>=3.8']  # --no-loadscope-reorder (pytest.ini) + DET + SEG + TOOLS + DEPLOY
+# pytest-xdist >= 3.8: pytest.ini runs two workers with --no-loadscope-reorder
+TESTS = ['pytest', 'pytest-xdist>=3.8'] + DET + SEG + TOOLS + DEPLOY
 
 setup(
     name='evit_mm',

@@ -141,7 +141,9 @@ def test_install_requires_only_the_core_stack():
     assert not any('==' in r for r in core)
     for extra, package in [('det', 'mmdet'), ('seg', 'mmsegmentation'), ('pretrain', 'mmpretrain'),
                            ('deploy', 'mmdeploy'), ('deploy', 'openvino'),
-                           ('deploy', 'onnxruntime'), ('deploy', 'protobuf')]:
+                           ('deploy', 'onnxruntime'), ('deploy', 'protobuf'),
+                           ('tests', 'pytest-xdist'), ('tests', 'matplotlib'), ('tests', 'mmdeploy'),
+                           ('all', 'pytest-xdist'), ('all', 'matplotlib'), ('all', 'nncf')]:
         assert any(r.startswith(package) and f'extra == "{extra}"' in r for r in requires), extra
     extras = set(metadata.metadata('evit_mm').get_all('Provides-Extra'))
     assert {'det', 'seg', 'pretrain', 'tools', 'deploy', 'tests', 'all'} <= extras
