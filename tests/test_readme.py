@@ -142,3 +142,17 @@ def test_deployment_figures_are_those_of_the_results_file():
     assert section.strip() == tables.strip()
     for name, case in figures['cases'].items():  # every row names its CPU
         assert case['env']['device_name'] in tables
+
+
+def test_license_and_citation_match_the_package():
+    """LICENSE is the Apache-2.0 text setup.py declares; CITATION.cff cites this version and the
+    two papers."""
+    import yaml
+
+    from evit_mm.version import __version__
+    assert "license='Apache-2.0'" in (REPO / 'setup.py').read_text()
+    text = (REPO / 'LICENSE').read_text()
+    assert 'Apache License' in text and 'Version 2.0, January 2004' in text
+    citation = yaml.safe_load((REPO / 'CITATION.cff').read_text())
+    assert citation['license'] == 'Apache-2.0' and citation['version'] == __version__
+    assert [r['title'].split(':')[0] for r in citation['references']] == ['EfficientViT', 'SHViT']
