@@ -68,9 +68,9 @@ def test_detection_deployment(deployed, images, name):
         assert Path(record['files']['openvino_xml']).with_suffix('.bin').is_file()
 
 
-def _borders(instances, height: int, width: int) -> set:
+def _borders(detections, height: int, width: int) -> set:
     """The image borders that confident boxes touch."""
-    boxes = instances.bboxes[instances.scores > 0.3]
+    boxes = detections.bboxes[detections.scores > 0.3]
     return {name for name, column, value in (('left', 0, 0), ('top', 1, 0), ('right', 2, width),
                                              ('bottom', 3, height))
             if len(boxes) and float((boxes[:, column] - value).abs().min()) < 1e-3}
@@ -145,6 +145,18 @@ def test_user_errors_are_one_line(tmp_path, images, weights):
         with pytest.raises(SystemExit) as exit_info:
             deploy_module.main(argv + ['--work-dir', str(tmp_path / 'out')])
         assert expected in str(exit_info.value.code), (argv, exit_info.value.code)
+    # mmdeploy's default segmentation output, the argmax: one line, before anything is exported
+    argmax = tmp_path / 'argmax.py'
+    argmax.write_text(f"_base_ = ['{static}']\ncodebase_config = dict(with_argmax=True)\n")
+    with pytest.raises(SystemExit) as exit_info:
+        deploy_module.main([str(argmax), FPN, weights['fpn'], images['wide'], '--work-dir',
+                            str(tmp_path / 'argmax')])
+    assert str(exit_info.value.code) == (
+        "[evit_mm deploy] argmax.py exports the argmax (codebase_config.with_argmax is True, "
+        "mmdeploy's default), so labels at the network's resolution, not mmseg's resized "
+        "logits; set codebase_config = dict(type='mmseg', task='Segmentation', "
+        'with_argmax=False), as configs/deploy/segmentation_*.py do.')
+    assert not list((tmp_path / 'argmax').glob('*.onnx'))
 
 
 def test_missing_mmdeploy_names_the_extra(tmp_path):

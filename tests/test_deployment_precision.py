@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.deploy_config import read_deploy_config
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
-from evit_mm.config import load_config
 from evit_mm.deployment.quantize import (BF16_FLAGS, calibration_dataset_cfg, calibration_images,
                                          precision_support, quantize_int8)
 from evit_mm.errors import DeployError
@@ -99,6 +99,23 @@ def test_rewrite_registry_is_restored_and_other_heads_export(tmp_path, deployed,
 
 
 # ---- reduced precision -----------------------------------------------------------------------------
+def test_static_evaluation_resizes_inside_wrapped_test_datasets(tmp_path):
+    """The metric check of a static config feeds the backend its input size, also when the
+    test set is wrapped (RepeatDataset & co)."""
+    from evit_mm.deployment.evaluate import evaluation_config
+    config = tmp_path / 'wrapped.py'
+    config.write_text(f"_base_ = '{RETINANET}'\n"
+                      "test_dataloader = dict(dataset=dict(_delete_=True, type='RepeatDataset', "
+                      "times=2, dataset={{_base_.test_dataloader.dataset}}))\n")
+    deploy_cfg = read_deploy_config(small_deploy_config(
+        tmp_path, 'detection_onnxruntime_static-800x1344.py', 320, 256))
+    cfg = evaluation_config(load_config(str(config), pretrained=False), deploy_cfg)
+    inner = cfg.test_dataloader.dataset.dataset
+    assert cfg.test_dataloader.dataset.type == 'RepeatDataset'
+    resize = next(step for step in inner.pipeline if step['type'] == 'Resize')
+    assert resize['scale'] == (320, 256) and resize['keep_ratio'] is False
+
+
 def _quantized_layers(ir_xml: Path, name_part: str) -> int:
     """FakeQuantize layers of an OpenVINO IR whose names contain ``name_part``."""
     return len(re.findall(r'<layer id="\d+" name="[^"]*%s[^"]*" type="FakeQuantize"'

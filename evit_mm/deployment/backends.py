@@ -32,7 +32,7 @@ from mmengine.model import BaseModel
 from ..config import build_model
 from ..errors import MissingExtraError
 from . import rewrites
-from .deploy_config import backend_of, precision_of
+from .deploy_config import backend_of, check_segmentation_output, precision_of
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
@@ -293,9 +293,7 @@ def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[s
     runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
                          threads, precision_of(deploy_cfg), spinning)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
-        if get_codebase_config(deploy_cfg).get('with_argmax', True):
-            raise ValueError('Segmentation deploy configs must set codebase_config.with_argmax='
-                             'False: the argmax comes after resizing the logits to the image.')
+        check_segmentation_output(deploy_cfg)
         segmentor = torch_model if torch_model is not None else build_model(model_cfg)
         return BackendSegmentor(runner, segmentor).eval()
     preprocessor = dict(copy.deepcopy(model_cfg.model.get('data_preprocessor') or {}))

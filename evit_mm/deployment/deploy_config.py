@@ -83,14 +83,31 @@ def fitting_configs(task: str) -> List[str]:
                   if osp.basename(path).startswith(prefix))
 
 
+def _name(deploy_cfg: Config) -> str:
+    return osp.basename(getattr(deploy_cfg, 'filename', '') or 'the deploy config')
+
+
 def check_task(deploy_cfg: Config, model_cfg: Config, model_cfg_path: str) -> None:
-    """The deploy config must be for the model's task (a detector with a detection config...)."""
+    """The deploy config must be for the model's task (a detector with a detection config...)
+    and export what our backend models post-process (:func:`check_segmentation_output`)."""
     wanted, given = task_of_model(model_cfg), task_of_deploy(deploy_cfg)
     if wanted != given:
-        name = osp.basename(getattr(deploy_cfg, 'filename', '') or 'the deploy config')
         raise DeployError(
-            f'{name} is a {given} deploy config, but {model_cfg_path} is a {wanted} model. '
-            f'Use one of configs/deploy/{{{",".join(fitting_configs(wanted))}}}.')
+            f'{_name(deploy_cfg)} is a {given} deploy config, but {model_cfg_path} is a {wanted} '
+            f'model. Use one of configs/deploy/{{{",".join(fitting_configs(wanted))}}}.')
+    check_segmentation_output(deploy_cfg)
+
+
+def check_segmentation_output(deploy_cfg: Config) -> None:
+    """A segmentation graph must return the logits (``codebase_config.with_argmax=False``):
+    mmseg resizes them to the image before the argmax, and so do our backend models."""
+    codebase = deploy_cfg.get('codebase_config') or {}
+    if codebase.get('type') == 'mmseg' and codebase.get('with_argmax', True):
+        raise DeployError(
+            f"{_name(deploy_cfg)} exports the argmax (codebase_config.with_argmax is True, "
+            "mmdeploy's default), so labels at the network's resolution, not mmseg's resized "
+            "logits; set codebase_config = dict(type='mmseg', task='Segmentation', "
+            'with_argmax=False), as configs/deploy/segmentation_*.py do.')
 
 
 def deploy_config_for(model_cfg_path: str, backend: str, shape: Sequence[int],

@@ -26,7 +26,7 @@ from ..config import framework_of, load_config
 from ..engine import EvalSpeedHook, summary_line
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
-from ..runtime import check_dataset
+from ..runtime import check_dataset, iter_datasets
 from .backends import build_backend_model, quiet
 from .deploy_config import (backend_of, check_task, input_shape_of, precision_of,
                             read_deploy_config)
@@ -49,7 +49,7 @@ def evaluation_config(model_cfg: Config, deploy_cfg: Config) -> Config:
     cfg = copy.deepcopy(model_cfg)
     shape = input_shape_of(deploy_cfg)
     if shape is not None:
-        pipelines = [cfg.test_dataloader.dataset.pipeline]
+        pipelines = [dict(iter_datasets(cfg))['test_dataloader'].pipeline]  # Repeat & co unwrapped
         if 'test_pipeline' in cfg:
             pipelines.append(cfg.test_pipeline)
         for pipeline in pipelines:
