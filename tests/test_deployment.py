@@ -97,6 +97,17 @@ def test_boxes_are_clipped_to_each_image(deployed, images, name):
     assert touched == BORDERS
 
 
+def test_inputs_are_prepared_in_the_models_scope(deployed, images):
+    """A detector's deployment prepares its inputs with mmdet's pipeline also after an mmseg
+    model was built in the same process (which moves mmengine's default scope)."""
+    from evit_mm.config import register_framework
+    pair = deployed('detection_onnxruntime_dynamic.py').pair
+    register_framework('mmseg')
+    data = pair.prepare(images['tall'])
+    assert type(data['data_samples'][0]).__name__ == 'DetDataSample'
+    assert tuple(data['data_samples'][0].metainfo['img_shape']) == (330, 217)
+
+
 @pytest.mark.parametrize('base', ['segmentation_onnxruntime_static-512x512.py',
                                   'segmentation_openvino_static-512x512.py'])
 def test_semantic_fpn_end_to_end(tmp_path, images, weights, base):

@@ -29,6 +29,7 @@ import mmcv
 import numpy as np
 import torch
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 from ..config import framework_of, load_config
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
@@ -106,8 +107,11 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
         # mmdeploy edits the config it prepares with (array input: the loading step), so that
         # a file after an array would fail: each call starts from the model config
         processor.model_cfg = copy.deepcopy(model_cfg)
-        data, _ = processor.create_input(img, input_shape,
-                                         data_preprocessor=model.data_preprocessor)
+        # the pipeline is built from the registry of the current default scope: the model's
+        # own, also after a model of the other framework was built in this process
+        with DefaultScope.overwrite_default_scope(framework_of(model_cfg)):
+            data, _ = processor.create_input(img, input_shape,
+                                             data_preprocessor=model.data_preprocessor)
         return data
 
     onnx_file = export_end2end(model, deploy_cfg, prepare(image), work_dir)
