@@ -77,17 +77,20 @@ def small_deploy_config(tmp_path: Path, base: str, width: int, height: int) -> s
     return str(path)
 
 
+def _detection_test_pipeline(scale, masks: bool = False) -> str:
+    """Config text: ``test_pipeline``, resizing to ``scale`` with the ratio kept."""
+    return ("test_pipeline = [dict(type='LoadImageFromFile'),\n"
+            f"    dict(type='Resize', scale={tuple(scale)}, keep_ratio=True),\n"
+            f"    dict(type='LoadAnnotations', with_bbox=True, with_mask={masks}),\n"
+            "    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',\n"
+            "                                          'img_shape', 'scale_factor'))]\n")
+
+
 def odd_scale_config(tmp_path: Path, base: str, masks: bool = False) -> str:
     """The model config with a test resize whose results are not multiples of 32."""
     path = tmp_path / f'odd_{Path(base).name}'
-    path.write_text(
-        f"_base_ = '{base}'\n"
-        "test_pipeline = [dict(type='LoadImageFromFile'),\n"
-        f"    dict(type='Resize', scale={ODD_SCALE}, keep_ratio=True),\n"
-        f"    dict(type='LoadAnnotations', with_bbox=True, with_mask={masks}),\n"
-        "    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',\n"
-        "                                          'img_shape', 'scale_factor'))]\n"
-        "test_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n")
+    path.write_text(f"_base_ = '{base}'\n" + _detection_test_pipeline(ODD_SCALE, masks)
+                    + "test_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n")
     return str(path)
 
 
@@ -106,11 +109,7 @@ def demo_config(tmp_path: Path, base: str, data_root: Path, scale) -> Path:
     else:
         text = (f"_base_ = '{base}'\n"
                 f"data_root = '{data_root}/'\n"
-                "test_pipeline = [dict(type='LoadImageFromFile'),\n"
-                f"    dict(type='Resize', scale={scale}, keep_ratio=True),\n"
-                "    dict(type='LoadAnnotations', with_bbox=True),\n"
-                "    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape',\n"
-                "                                          'img_shape', 'scale_factor'))]\n"
+                + _detection_test_pipeline(scale) +
                 "test_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline,"
                 " ann_file='annotations/instances_val2017.json'))\n"
                 "val_dataloader = test_dataloader\n"

@@ -14,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DETERMINISTIC = ['randomness.seed=0', 'randomness.deterministic=True',
                  'default_hooks.logger.interval=1']
-# 4 generated images (1 for validation) in batches of 2: two iterations an epoch, the least that
-# puts a checkpoint between iterations
+# 4 generated images (1 for validation) in batches of 2: two iterations an epoch, as 8 images in
+# the demo's batches of 4 gave, at half the images
 SMALL = ['--demo-images', '4']
 SMALL_BATCH = ['train_dataloader.batch_size=2']
 # Semantic FPN resumes iteration-based and mmengine replays the skipped batches, so the
