@@ -45,7 +45,7 @@ from mmengine.config import Config
 from evit_mm.analysis.model_zoo import update_readme
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
-from evit_mm.deployment.backends import export_backbone, image_shape, make_runner
+from evit_mm.deployment.backends import export_backbone, graph_feed, make_runner, numpy_feed
 from evit_mm.deployment.deploy import export_and_load, predict
 from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
 from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test
@@ -134,9 +134,7 @@ def measure_speed(config: str, shape, threads: int, rounds: int, work_root: str)
     backbones = {backend: export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
                                           backend, threads)
                  for backend in ('onnxruntime', 'openvino')}
-    feeds = {name: dict(input=x, **({'img_shape': torch.tensor(x.shape[2:])}
-                                    if not _segmentation(config) else {}))
-             for name in runnable}
+    feed = graph_feed(x, data['data_samples'], detector=not _segmentation(config))
     fns = {'pytorch': lambda: predict(model, data)}
     fns.update({name: (lambda p=pair: predict(p.backend_model, data))
                 for name, pair in runnable.items()})
@@ -147,7 +145,7 @@ def measure_speed(config: str, shape, threads: int, rounds: int, work_root: str)
     graphs = {name: _graph(runnable[name]) for name in ('onnxruntime f32', 'openvino f32',
                                                          'openvino int8') if name in runnable}
     graphs['onnxruntime int8'] = _onnxruntime_int8(reference, shape, threads, work_root)
-    fns.update({f'{name} graph': (lambda g=graph, f=feeds['onnxruntime f32']: g(f))
+    fns.update({f'{name} graph': (lambda g=graph: g(feed))
                 for name, graph in graphs.items()})
     times = time_interleaved(fns, rounds, warmup=2)
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
@@ -169,8 +167,7 @@ def _onnxruntime_int8(pair, shape, threads: int, work_root: str):
     feeds = []
     for _ in range(4):
         data = pair.prepare(rng.randint(0, 256, (*shape, 3), dtype=np.uint8))
-        feed = dict(input=data['inputs'].numpy(),
-                    img_shape=image_shape(data['data_samples']).numpy())
+        feed = numpy_feed(graph_feed(data['inputs'], data['data_samples'], detector=True))
         feeds.append({name: value for name, value in feed.items() if name in graph_inputs})
 
     class Reader(CalibrationDataReader):

@@ -37,14 +37,20 @@ def make_image(path: Path, height: int, width: int, seed: int) -> str:
     return str(path)
 
 
+TWO_CLASSES = (0, 1)  # Mask R-CNN: every RoI scores both confidently, each with its own box
+
+
 def make_checkpoint(config: str, path: Path) -> str:
     """Seeded weights with a classifier bias raised so that the test images get confident
-    detections (random weights alone give none above the 0.3 threshold)."""
+    detections (random weights alone give none above the 0.3 threshold). Mask R-CNN: two
+    classes (:data:`TWO_CLASSES`) score about 0.45 on every RoI, the first a little more."""
     torch.manual_seed(0)  # PyTorch's default init: well spread scores, unlike the heads' own
     model = build_model(load_config(config, pretrained=False))
     with torch.no_grad():
         if hasattr(model, 'roi_head'):
-            model.roi_head.bbox_head.fc_cls.bias[0] = 6.0
+            fc_cls = model.roi_head.bbox_head.fc_cls
+            fc_cls.bias[list(TWO_CLASSES)] = torch.tensor([6.1, 6.0])
+            fc_cls.weight[list(TWO_CLASSES)] *= 10  # scores that differ by RoI: no near-ties
         elif hasattr(model, 'bbox_head'):
             model.bbox_head.retina_cls.bias.fill_(-0.5)
     torch.save({'state_dict': model.state_dict()}, path)
@@ -53,13 +59,20 @@ def make_checkpoint(config: str, path: Path) -> str:
 
 def large_boxes(config: str, path: Path) -> str:
     """:func:`make_checkpoint` with boxes that grow past the image (regression bias e^1 on width
-    and height), so that many are clipped at its borders."""
+    and height), so that many are clipped at its borders. Mask R-CNN: the first of
+    :data:`TWO_CLASSES` regresses boxes that cover the image, the second boxes smaller than
+    the proposal, so that most confident detections are of the class each RoI scores second
+    (mmdeploy's RoI head would give them the first class's box)."""
     make_checkpoint(config, path)
     checkpoint = torch.load(path)
     state = checkpoint['state_dict']
     key = ('roi_head.bbox_head.fc_reg.bias' if 'roi_head.bbox_head.fc_reg.bias' in state
            else 'bbox_head.retina_reg.bias')
-    state[key].view(-1, 4)[:, 2:] = 1.0
+    deltas = state[key].view(-1, 4)
+    deltas[:, 2:] = 1.0
+    if key.startswith('roi_head'):  # the first class's boxes cover the image: NMS keeps few
+        deltas[TWO_CLASSES[0], 2:] = 10.0  # x std 0.2: e^2 times the proposal
+        deltas[TWO_CLASSES[1]] = torch.tensor([1.0, -1.0, -3.0, -2.0])
     torch.save(checkpoint, path)
     return str(path)
 

@@ -1,3 +1,3 @@
-# RetinaNet -> OpenVINO int8, any input size (batch 1): the test pipeline's own resize (see
+# RetinaNet -> OpenVINO int8, any input size and batch: the test pipeline's own resize (see
 # _base_/openvino_int8.py).
 _base_ = ['./_base_/mmdet_dynamic.py', './_base_/openvino_int8.py']

@@ -1,4 +1,4 @@
-# Detector -> OpenVINO, any input size (batch 1), compiled from the end-to-end ONNX (see
+# Detector -> OpenVINO, any input size and batch, compiled from the end-to-end ONNX (see
 # detection_openvino_static-800x1344.py).
 # backend_config.model_inputs.opt_shapes is mmdeploy's Model Optimizer hint; evit_mm compiles the ONNX
 # directly and does not use it (kept so that the file stays a valid mmdeploy OpenVINO config).

@@ -7,11 +7,12 @@ exports, and so are our rewrites (:mod:`.rewrites`). OpenVINO compiles
 the same ONNX with a current ``openvino`` (``Core().compile_model``): mmdeploy's own
 OpenVINO backend needs the legacy openvino-dev (<= 2023) API.
 
-Exported detectors take a second input, ``img_shape`` (``[H, W]`` of the resized image
-before padding), so that the graph clips boxes to the image before NMS as mmdet does.
-The backend models are mmdeploy's end-to-end detector (feeding ``img_shape``, then its
-own post-processing) and mmseg's post-processing around the exported logits; both run
-our runner, built once.
+Exported detectors take a second input, ``img_shape`` (``[N, 2]``: ``[H, W]`` of each
+resized image before padding), so that the graph clips boxes to each image before NMS as
+mmdet does. :func:`graph_feed` builds what a graph takes from a prepared batch, for every
+caller. The backend models are mmdeploy's end-to-end detector (then its own
+post-processing) and mmseg's post-processing around the exported logits; both run our
+runner, built once.
 """
 import contextlib
 import copy
@@ -30,9 +31,10 @@ from mmengine.config import Config
 from mmengine.model import BaseModel
 
 from ..config import build_model
-from ..errors import MissingExtraError
+from ..errors import DeployError, MissingExtraError
 from . import rewrites
-from .deploy_config import backend_of, check_segmentation_output, precision_of
+from .deploy_config import (backend_of, check_segmentation_output, input_shape_of,
+                            precision_of)
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
@@ -128,7 +130,8 @@ def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: s
     metas = dict(data_samples=data['data_samples'], mode='predict')
     if is_detector(model):
         traced = rewrites.ImageShapeInput(model, data['data_samples']).eval()
-        args, metas = (data['inputs'], image_shape(data['data_samples'])), {}
+        feed = graph_feed(data['inputs'], data['data_samples'], detector=True)
+        args, metas = (feed['input'], feed[IMG_SHAPE]), {}
         input_names.append(IMG_SHAPE)
     names = input_names + onnx_cfg['output_names']
     with no_mp(), legacy_onnx_exporter(), rewrites.rewrites_for(model, backend):
@@ -147,9 +150,19 @@ def is_detector(model: nn.Module) -> bool:
     return isinstance(model, BaseDetector)
 
 
-def image_shape(data_samples: list) -> torch.Tensor:
-    """The ``img_shape`` graph input: ``[H, W]`` of the (first) resized image, unpadded."""
-    return torch.tensor(data_samples[0].metainfo['img_shape'][:2], dtype=torch.int64)
+def graph_feed(inputs: torch.Tensor, data_samples: Sequence, detector: bool
+               ) -> Dict[str, torch.Tensor]:
+    """What an exported graph takes for a prepared batch: ``input``, and for a detector
+    ``img_shape``, int64 ``[N, 2]``: each image's resized ``[H, W]`` before padding."""
+    feed = {'input': inputs.contiguous()}
+    if detector:
+        feed[IMG_SHAPE] = torch.tensor([sample.metainfo['img_shape'][:2]
+                                        for sample in data_samples], dtype=torch.int64)
+    return feed
+
+
+def numpy_feed(feed: Dict[str, torch.Tensor]) -> Dict[str, np.ndarray]:
+    return {name: tensor.detach().cpu().numpy() for name, tensor in feed.items()}
 
 
 class BackendRunner(nn.Module):
@@ -164,9 +177,8 @@ class BackendRunner(nn.Module):
         return [outputs[name] for name in self.output_names]
 
     def forward(self, inputs: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        feed = {name: tensor.detach().cpu().numpy() for name, tensor in inputs.items()}
         return {name: torch.from_numpy(np.ascontiguousarray(array))
-                for name, array in zip(self.output_names, self.run(feed))}
+                for name, array in zip(self.output_names, self.run(numpy_feed(inputs)))}
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         raise NotImplementedError
@@ -257,8 +269,9 @@ def _detector_class() -> type:
 
         def forward(self, inputs: torch.Tensor, data_samples: list, mode: str = 'predict',
                     **kwargs) -> list:
-            outputs = self.wrapper.output_to_list(self.wrapper({
-                self.input_name: inputs.contiguous(), IMG_SHAPE: image_shape(data_samples)}))
+            check_batch(inputs, self.static)
+            outputs = self.wrapper.output_to_list(self.wrapper(
+                graph_feed(inputs, data_samples, detector=True)))
             self.postprocessing_results(outputs[0], outputs[1], outputs[2] if len(outputs) > 2
                                         else None, data_samples)
             return data_samples
@@ -266,18 +279,29 @@ def _detector_class() -> type:
     return BackendDetector
 
 
+def check_batch(inputs: torch.Tensor, static: bool) -> None:
+    """A static graph takes one image at a time."""
+    if static and inputs.shape[0] != 1:
+        raise DeployError(f'A static deploy config exports a graph for batch 1, given a batch '
+                          f'of {inputs.shape[0]}: use batch size 1 (--batch-size 1) or a '
+                          'dynamic deploy config (configs/deploy/*_dynamic.py).')
+
+
 class BackendSegmentor(BaseModel):
     """The exported logits, post-processed by mmseg exactly like the PyTorch segmentor
     (crop the padding, bilinear resize to the image's size, argmax)."""
 
-    def __init__(self, runner: BackendRunner, segmentor: nn.Module) -> None:
+    def __init__(self, runner: BackendRunner, segmentor: nn.Module, static: bool) -> None:
         super().__init__(data_preprocessor=copy.deepcopy(segmentor.data_preprocessor))
         self.runner = runner
+        self.static = static
         self.postprocess_result = segmentor.postprocess_result  # no network inside
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
-        logits = self.runner({'input': inputs})[self.runner.output_names[0]]
+        check_batch(inputs, self.static)
+        logits = self.runner(graph_feed(inputs, data_samples, detector=False))[
+            self.runner.output_names[0]]
         return self.postprocess_result(logits, data_samples)
 
 
@@ -289,16 +313,17 @@ def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[s
     mmseg's segmentation post-processing (from ``torch_model``, else a model built from
     ``model_cfg``)."""
     from mmdeploy.utils import Backend, get_codebase_config, get_onnx_config
-    backend = backend_of(deploy_cfg)
+    backend, static = backend_of(deploy_cfg), input_shape_of(deploy_cfg) is not None
     runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
                          threads, precision_of(deploy_cfg), spinning)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         check_segmentation_output(deploy_cfg)
         segmentor = torch_model if torch_model is not None else build_model(model_cfg)
-        return BackendSegmentor(runner, segmentor).eval()
+        return BackendSegmentor(runner, segmentor, static).eval()
     preprocessor = dict(copy.deepcopy(model_cfg.model.get('data_preprocessor') or {}))
     preprocessor.setdefault('type', 'mmdet.DetDataPreprocessor')
     model = _detector_class()(backend=Backend.get(backend), backend_files=[runner],
                               device='cpu', deploy_cfg=deploy_cfg, model_cfg=model_cfg,
                               data_preprocessor=preprocessor)
+    model.static = static
     return model.eval()

@@ -17,7 +17,7 @@ from mmengine.config import Config
 from ..errors import DeployError
 from ..runtime import iter_datasets
 from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
-from .backends import image_shape
+from .backends import IMG_SHAPE, graph_feed, numpy_feed
 
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
@@ -86,14 +86,11 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
     import nncf
     import openvino as ov
     model = ov.Core().read_model(model_file)
-    takes_shape = 'img_shape' in {name for port in model.inputs for name in port.get_names()}
+    detector = IMG_SHAPE in {name for port in model.inputs for name in port.get_names()}
     feeds = []
     for path in images:
         data = prepare(path)
-        feed = {'input': data['inputs'].numpy()}
-        if takes_shape:  # detection graphs clip to each image's shape (see rewrites.py)
-            feed['img_shape'] = image_shape(data['data_samples']).numpy()
-        feeds.append(feed)
+        feeds.append(numpy_feed(graph_feed(data['inputs'], data['data_samples'], detector)))
     try:
         scope = nncf.IgnoredScope(**(ignored_scope or {}))
     except TypeError as err:

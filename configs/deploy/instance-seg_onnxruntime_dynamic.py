@@ -1,0 +1,3 @@
+# Mask R-CNN -> ONNX Runtime, any input size and batch: the test pipeline's resize decides it.
+_base_ = ['./_base_/mmdet_instance_seg_dynamic.py']
+backend_config = dict(type='onnxruntime')

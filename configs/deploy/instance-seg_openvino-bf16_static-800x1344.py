@@ -1,0 +1,4 @@
+# Mask R-CNN -> OpenVINO bf16, fixed 800x1344 input, batch 1; the metric check covers bbox and segm
+# mAP (see _base_/openvino_bf16.py).
+_base_ = ['./_base_/mmdet_instance_seg.py', './_base_/openvino_bf16.py']
+onnx_config = dict(input_shape=[1344, 800])
