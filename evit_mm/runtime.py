@@ -19,14 +19,25 @@ BENCHMARKS = {  # default data root: where to get the dataset
 }
 
 
+def _leaf_datasets(dataset) -> Iterator[ConfigDict]:
+    """The datasets inside a wrapper: RepeatDataset & co (``dataset``), ConcatDataset
+    (``datasets``), nested."""
+    if 'dataset' in dataset:
+        yield from _leaf_datasets(dataset['dataset'])
+    elif 'datasets' in dataset:
+        for inner in dataset['datasets']:
+            yield from _leaf_datasets(inner)
+    else:
+        yield dataset
+
+
 def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
-    """``(name, dataset cfg)`` of every dataloader, unwrapping RepeatDataset & co."""
+    """``(loader name, dataset cfg)`` of every dataset of every dataloader, unwrapping
+    RepeatDataset, ConcatDataset & co (a loader's name comes once per dataset in it)."""
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         dataset = (cfg.get(loader) or {}).get('dataset')
-        while dataset is not None and 'dataset' in dataset:
-            dataset = dataset['dataset']
         if dataset is not None:
-            yield loader, dataset
+            yield from ((loader, leaf) for leaf in _leaf_datasets(dataset))
 
 
 def iter_evaluators(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:

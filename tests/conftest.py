@@ -206,10 +206,10 @@ def coco_demo(tmp_path_factory) -> Path:
 def deployed(tmp_path_factory, images, weights, coco_demo) -> Callable:
     """``deployed('detection_onnxruntime_dynamic.py')``: ``deploy.py`` run once per session
     with that deploy config (static ones at 330x250), on the wide image with the tall one as
-    ``--test-img``. Detection: RetinaNet-M4 on the generated COCO data, at a test scale whose
-    resized sides are not multiples of 32; instance-seg: Mask R-CNN-M4 at the same scale."""
-    from deploy_helpers import (DEPLOY, MASK_RCNN, ODD_SCALE, RETINANET, demo_config,
-                                odd_scale_config, run_deploy, small_deploy_config)
+    ``--test-img``: RetinaNet-M4 (detection configs) or Mask R-CNN-M4 (instance-seg ones) on
+    the generated COCO data, at a test scale whose resized sides are not multiples of 32."""
+    from deploy_helpers import (DEPLOY, MASK_RCNN, ODD_SCALE, RETINANET, demo_config, run_deploy,
+                                small_deploy_config)
     root = tmp_path_factory.mktemp('deployed')
     done = {}
 
@@ -217,12 +217,10 @@ def deployed(tmp_path_factory, images, weights, coco_demo) -> Callable:
         if name not in done:
             work = root / name.replace('.py', '')
             work.mkdir(exist_ok=True)  # again after a failed export: that test shows its error
-            if name.startswith('instance-seg'):
-                model_cfg, checkpoint = odd_scale_config(work, MASK_RCNN, masks=True), \
-                    weights['mask_rcnn']
-            else:
-                model_cfg = str(demo_config(work, RETINANET, coco_demo, ODD_SCALE))
-                checkpoint = weights['retinanet']
+            detector = 'mask_rcnn' if name.startswith('instance-seg') else 'retinanet'
+            model_cfg = str(demo_config(work, MASK_RCNN if detector == 'mask_rcnn' else RETINANET,
+                                        coco_demo, ODD_SCALE))
+            checkpoint = weights[detector]
             deploy_cfg = (str(DEPLOY / name) if 'dynamic' in name
                           else small_deploy_config(work, name, *ODD_SCALE))
             done[name] = run_deploy(work / 'out', deploy_cfg, model_cfg, checkpoint,

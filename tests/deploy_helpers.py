@@ -24,7 +24,7 @@ ODD_SCALE = (330, 250)  # resized sides that are not multiples of 32: the input 
 SHARED_DETECTION = ['detection_onnxruntime_dynamic.py', 'detection_openvino_dynamic.py',
                     'detection_onnxruntime_static-800x1344.py',
                     'detection_openvino_static-800x1344.py',
-                    'instance-seg_onnxruntime_static-800x1344.py']
+                    'instance-seg_onnxruntime_dynamic.py', 'instance-seg_openvino_dynamic.py']
 
 
 def make_image(path: Path, height: int, width: int, seed: int) -> str:
@@ -122,7 +122,7 @@ def demo_config(tmp_path: Path, base: str, data_root: Path, scale) -> Path:
     else:
         text = (f"_base_ = '{base}'\n"
                 f"data_root = '{data_root}/'\n"
-                + _detection_test_pipeline(scale) +
+                + _detection_test_pipeline(scale, masks='mask_rcnn' in base) +
                 "test_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline,"
                 " ann_file='annotations/instances_val2017.json'))\n"
                 "val_dataloader = test_dataloader\n"
@@ -145,9 +145,9 @@ def rewrite_records() -> dict:
     import mmdeploy.codebase.mmdet.models  # noqa: F401  (mmdeploy's own rewrites registered)
     from mmdeploy.core import FUNCTION_REWRITER
 
-    from evit_mm.deployment.rewrites import FUNC, SINGLE_STAGE, TWO_STAGE
+    from evit_mm.deployment.rewrites import REWRITTEN
     records = FUNCTION_REWRITER._registry._rewrite_records
-    return {name: list(records.get(name, [])) for name in (FUNC, SINGLE_STAGE, TWO_STAGE)}
+    return {name: list(records.get(name, [])) for name in REWRITTEN}
 
 
 @dataclass

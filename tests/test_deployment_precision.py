@@ -75,7 +75,9 @@ def test_rewrite_registry_is_restored_and_other_heads_export(tmp_path, deployed,
 
     def failing_export(*args, **kwargs):
         during = rewrite_records()  # ours, while exporting: forward and pre-NMS selection
-        assert [len(during[name]) - len(before[name]) for name in during] == [1, 1, 0]
+        assert {name: len(during[name]) - len(before[name]) for name in during} == {
+            rewrites.FUNC: 1, rewrites.RPN: 0, rewrites.ROI_BBOX: 0, rewrites.ROI_EXTRACTOR: 0,
+            rewrites.SINGLE_STAGE: 1, rewrites.TWO_STAGE: 0}
         raise RuntimeError('export failed')
     import mmdeploy.apis.onnx
     monkeypatch.setattr(mmdeploy.apis.onnx, 'export', failing_export)
@@ -114,6 +116,16 @@ def test_static_evaluation_resizes_inside_wrapped_test_datasets(tmp_path):
     assert cfg.test_dataloader.dataset.type == 'RepeatDataset'
     resize = next(step for step in inner.pipeline if step['type'] == 'Resize')
     assert resize['scale'] == (320, 256) and resize['keep_ratio'] is False
+    # ConcatDataset: every dataset in it
+    config.write_text(f"_base_ = '{RETINANET}'\n"
+                      "test_dataloader = dict(dataset=dict(_delete_=True, type='ConcatDataset', "
+                      "datasets=[{{_base_.test_dataloader.dataset}}, dict(type='RepeatDataset', "
+                      "times=2, dataset={{_base_.test_dataloader.dataset}})]))\n")
+    cfg = evaluation_config(load_config(str(config), pretrained=False), deploy_cfg)
+    first, repeated = cfg.test_dataloader.dataset.datasets
+    for dataset in (first, repeated.dataset):
+        resize = next(step for step in dataset.pipeline if step['type'] == 'Resize')
+        assert resize['scale'] == (320, 256) and resize['keep_ratio'] is False
 
 
 def _quantized_layers(ir_xml: Path, name_part: str) -> int:
@@ -147,9 +159,23 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     xml = Path(record['files']['openvino_xml'])
     assert xml.name == 'end2end_int8.xml' and 'FakeQuantize' in xml.read_text()
     check = record['metric_check']
-    assert check['run'] and check['pytorch']['metric'] == 'mIoU'
+    assert check['run'] and set(check['pytorch']['metrics']) == {'mIoU'}
     assert check['drop_points'] == pytest.approx(
-        check['pytorch']['points'] - check['openvino']['points'])
+        check['pytorch']['metrics']['mIoU'] - check['openvino']['metrics']['mIoU'])
+    # the IR says what it was checked at: a plain compile_model runs its float layers so
+    import openvino as ov
+    if any(flag in cpu_flags() for flag in BF16_FLAGS):  # f32 and bf16 measured, one kept
+        assert 'float_layers_bf16' in check and check['float_layers'] in ('f32', 'bf16')
+    else:
+        assert check['float_layers'] == 'f32'
+        assert check['float_layers_note'].startswith('bf16 not tried: bf16 needs a CPU')
+    ir = ov.Core().read_model(str(xml))
+    assert ir.get_rt_info(['runtime_options', 'INFERENCE_PRECISION_HINT']).astype(str) == \
+        check['float_layers']
+    compiled = ov.Core().compile_model(str(xml), 'CPU')
+    assert str(compiled.get_property('INFERENCE_PRECISION_HINT')) in (
+        "<Type: 'float32'>", "<Type: 'bfloat16'>")
+    assert record['model_precision'] == 'int8'
     assert record['parity'][image]['checked'] is False  # per-image agreement is information
     assert set(record['drawn']) == {'pytorch', 'openvino'}
     assert {name: Path(path) for name, path in record['drawn'].items()} == {
@@ -203,9 +229,12 @@ def test_bf16_runs_only_where_the_cpu_has_bf16_units(tmp_path, images, weights, 
         with capsys.disabled():
             print(f'\n[bf16 not run: this CPU has {flags}, no bf16 units]')
         return
-    record = deploy_module.main(argv + ['--allow-empty'])
+    record = deploy_module.main(argv + ['--allow-empty', '--accept-unchecked'])
     assert record['precision'] == 'bf16' and record['precision_support'] == 'native'
     assert record['metric_check']['run'] is False  # no dataset for this model config
+    assert record['model_precision'] == 'bf16'
+    assert any(line.startswith('  accuracy NOT checked (--accept-unchecked): Dataset not found')
+               for line in deploy_module.summary_lines(record))
 
 
 def test_precision_support_names_the_cpu():
@@ -231,11 +260,11 @@ def test_deployment_test_tool_gives_metric_and_fps_for_both(tmp_path, deployed):
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 3, result.stdout  # quiet: the two result lines and the difference
     assert re.match(r'\[evit_mm test\] coco/bbox_mAP=\d\.\d{3} \| \d+\.\d\d FPS \(pytorch f32, '
-                    r'cpu', lines[0]), lines[0]
+                    r"the model's own scale, cpu", lines[0]), lines[0]
     assert re.match(r'\[evit_mm test\] coco/bbox_mAP=\d\.\d{3} \| \d+\.\d\d FPS \(onnxruntime '
                     r'f32, cpu', lines[1]), lines[1]
     record = json.loads((tmp_path / 'test/test_metrics.json').read_text())
-    assert abs(record['main_metric']['drop_points']) < 0.05  # float32: the same detections
+    assert abs(record['main_metrics']['coco/bbox_mAP']['drop_points']) < 0.05  # the same boxes
     assert record['speed']['fps'] > 0 and record['pytorch']['speed']['fps'] > 0
     assert 'coco/bbox_mAP' in record['metrics'] and (tmp_path / 'test/test.log').is_file()
     # the wrong task: one line naming both configs and what fits
@@ -250,3 +279,121 @@ def test_deployment_test_tool_gives_metric_and_fps_for_both(tmp_path, deployed):
         'detection_openvino-bf16_dynamic.py,detection_openvino-bf16_static-800x1344.py,'
         'detection_openvino-int8_dynamic.py,detection_openvino-int8_static-800x1344.py,'
         'detection_openvino_dynamic.py,detection_openvino_static-800x1344.py}.')
+
+
+def test_reduced_precision_without_a_test_set_stops_before_the_export(tmp_path, images,
+                                                                     weights):
+    config = odd_scale_config(tmp_path, RETINANET)  # no dataset at its data root
+    with pytest.raises(SystemExit) as exit_info:
+        deploy_module.main([str(DEPLOY / 'detection_openvino-int8_dynamic.py'), config,
+                            weights['retinanet'], images['wide'], '--work-dir',
+                            str(tmp_path / 'out')])
+    message = str(exit_info.value.code)
+    assert message.startswith("[evit_mm deploy] int8 changes the model's results, which are "
+                              "checked on the model config's test set, and it is missing: "
+                              'Dataset not found: ')
+    assert message.endswith('To deploy an unchecked model anyway, add --accept-unchecked.')
+    assert '\n' not in message and not (tmp_path / 'out' / 'end2end.onnx').exists()
+
+
+def test_the_precision_comes_from_the_model_file(tmp_path, deployed):
+    """A float IR given with an int8 config stops in one line; the float IR names its
+    precision, so that a plain compile_model runs it as checked."""
+    import openvino as ov
+
+    from evit_mm.deployment.backends import model_precision
+    from evit_mm.deployment.evaluate import main as test_main
+    exported = deployed('detection_openvino_dynamic.py')
+    xml = exported.record['files']['openvino_xml']
+    ir = ov.Core().read_model(xml)
+    assert ir.get_rt_info(['runtime_options', 'INFERENCE_PRECISION_HINT']).astype(str) == 'f32'
+    assert model_precision(xml) == 'f32' == exported.record['model_precision']
+    with pytest.raises(SystemExit) as exit_info:
+        test_main([str(DEPLOY / 'detection_openvino-int8_dynamic.py'), exported.model_cfg,
+                   '--model', xml, '--work-dir', str(tmp_path / 'test')])
+    assert str(exit_info.value.code) == (
+        '[evit_mm test] end2end.xml is a f32 model, but the deploy config is for int8: give '
+        'the quantized IR that deploy.py wrote with this config (end2end_int8.xml), or the '
+        'deploy config it was exported with.')
+
+
+def test_evaluation_stays_on_the_cpu_when_torch_sees_a_gpu(tmp_path, deployed, monkeypatch):
+    """mmengine's Runner moves the model to the GPU whenever it sees one; ours does not."""
+    import mmengine.runner.runner as mmengine_runner
+
+    from evit_mm.deployment.evaluate import evaluation_config, run_test
+    exported = deployed('detection_onnxruntime_dynamic.py')
+    monkeypatch.setattr(mmengine_runner, 'get_device', lambda: 'cuda')
+    deploy_cfg = read_deploy_config(exported.deploy_cfg)
+    cfg = evaluation_config(load_config(exported.model_cfg, pretrained=False), deploy_cfg)
+    metrics, speed = run_test(exported.pair.backend_model, cfg, str(tmp_path / 'test'))
+    assert 'coco/bbox_mAP' in metrics and speed['fps'] > 0 and speed['device'] == 'cpu'
+
+
+def _pseudo_labelled_config(tmp_path: Path, exported, scale) -> Path:
+    """The demo model config at ``scale``, its test annotations replaced by what the PyTorch
+    model detects there (score > 0.3): a metric that depends on the scale the model sees."""
+    from mmdet.apis import inference_detector
+
+    from evit_mm.inference import build_inference_model
+    base = load_config(exported.model_cfg, pretrained=False)
+    root = Path(base.test_dataloader.dataset.data_root)
+    config = demo_config(tmp_path, exported.model_cfg, root, scale)
+    coco = json.loads((root / 'annotations/instances_val2017.json').read_text())
+    model, cfg, _ = build_inference_model(str(config), exported.checkpoint, fuse=True)
+    model.cfg = cfg
+    annotations = []
+    for image in coco['images']:
+        found = inference_detector(model, str(root / 'val2017' / image['file_name']))
+        found = found.pred_instances[found.pred_instances.scores > 0.3]
+        for box, label in zip(found.bboxes.tolist(), found.labels.tolist()):
+            annotations.append(dict(id=len(annotations) + 1, image_id=image['id'], iscrowd=0,
+                                    category_id=coco['categories'][label]['id'],
+                                    bbox=[box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                    area=(box[2] - box[0]) * (box[3] - box[1])))
+    assert len(annotations) >= 8
+    (tmp_path / 'pseudo.json').write_text(json.dumps(dict(coco, annotations=annotations)))
+    config.write_text(config.read_text() + f"test_dataloader = dict(dataset=dict(ann_file='{tmp_path}/pseudo."
+                      "json'))\n" + f"test_evaluator = dict(ann_file='{tmp_path}/pseudo.json')\n")
+    return config
+
+
+def test_a_static_config_at_another_scale_is_measured_against_the_model_as_trained(
+        tmp_path, deployed):
+    """A model tested at 160x120 deployed with a static 330x250 config: PyTorch is evaluated at
+    its own scale, the drop is the real one, and a note names both scales."""
+    from evit_mm.deployment.evaluate import main as test_main
+    exported = deployed('detection_onnxruntime_static-800x1344.py')  # static 330x250
+    config = _pseudo_labelled_config(tmp_path, exported, (160, 120))
+    record = test_main([exported.deploy_cfg, str(config), '--model',
+                        exported.record['files']['onnx'], '--checkpoint', exported.checkpoint,
+                        '--work-dir', str(tmp_path / 'test')])
+    main = record['main_metrics']['coco/bbox_mAP']
+    assert main['pytorch_points'] > 1  # its own detections as the ground truth
+    assert main['drop_points'] == pytest.approx(main['pytorch_points'] - main['points'])
+    assert abs(main['drop_points']) > 1  # what squashing to 330x250 changes
+    assert record['scale_note'].startswith('the static deploy config resizes every image to '
+                                           '330x250 (WxH), but the model is tested at 160x120 '
+                                           '(Resize, keep_ratio=True)')
+    assert 'configs/deploy/*_dynamic.py' in record['scale_note']
+
+
+def test_deployment_test_tool_takes_batches(tmp_path, deployed):
+    """--batch-size 2 on a dynamic Mask R-CNN config: bbox and segm mAP, as at batch 1 within
+    what batching changes in PyTorch too; a static config refuses it in one line."""
+    from evit_mm.deployment.evaluate import main as test_main
+    exported = deployed('instance-seg_onnxruntime_dynamic.py')
+    argv = [exported.deploy_cfg, exported.model_cfg, '--model', exported.record['files']['onnx'],
+            '--checkpoint', exported.checkpoint]
+    record = test_main(argv + ['--batch-size', '2', '--work-dir', str(tmp_path / 'b2')])
+    assert record['batch_size'] == 2
+    assert set(record['main_metrics']) == {'coco/bbox_mAP', 'coco/segm_mAP'}
+    for main in record['main_metrics'].values():
+        assert abs(main['drop_points']) < 0.05
+    static = deployed('detection_onnxruntime_static-800x1344.py')
+    with pytest.raises(SystemExit) as exit_info:
+        test_main([static.deploy_cfg, static.model_cfg, '--model',
+                   static.record['files']['onnx'], '--batch-size', '2'])
+    assert str(exit_info.value.code) == (
+        '[evit_mm test] --batch-size 2: a static deploy config exports a graph for batch 1; use '
+        '--batch-size 1 or a dynamic deploy config (configs/deploy/*_dynamic.py).')

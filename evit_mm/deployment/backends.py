@@ -207,23 +207,72 @@ class ONNXRuntimeRunner(BackendRunner):
 
 
 class OpenVINORunner(BackendRunner):
-    """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU.
-
-    ``precision='f32'`` by default: on CPUs with bf16 units (AMX, AVX512-BF16) OpenVINO
-    otherwise computes in bfloat16. An int8 IR keeps its quantized layers at any hint."""
+    """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU, at the inference
+    precision the IR names (:func:`set_precision_hint`), else ``precision`` (f32 for int8:
+    its layers left in float). Explicit, since on CPUs with bf16 units (AMX, AVX512-BF16)
+    OpenVINO otherwise computes in bfloat16."""
 
     def __init__(self, model_file: str, output_names: Sequence[str], threads: int,
                  precision: str = 'f32') -> None:
         super().__init__(output_names)
         import openvino as ov
-        self.compiled = ov.Core().compile_model(model_file, 'CPU', {
+        core = ov.Core()
+        model = core.read_model(model_file)
+        hint = precision_hint(model) or OPENVINO_PRECISION[precision]
+        self.compiled = core.compile_model(model, 'CPU', {
             'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-            'INFERENCE_PRECISION_HINT': OPENVINO_PRECISION[precision]})
+            'INFERENCE_PRECISION_HINT': hint})
         self.request = self.compiled.create_infer_request()
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         results = self.request.infer(feed)
         return [results[self.compiled.output(name)] for name in self.output_names]
+
+
+HINT_KEY = ['runtime_options', 'INFERENCE_PRECISION_HINT']  # read by compile_model
+QUANTIZED_OPS = ('FakeQuantize', 'FakeConvert')
+
+
+def precision_hint(model) -> Optional[str]:
+    """The inference precision an OpenVINO model names in its runtime options, if any."""
+    return model.get_rt_info(HINT_KEY).astype(str) if model.has_rt_info(HINT_KEY) else None
+
+
+def set_precision_hint(xml: str, hint: str) -> None:
+    """Write ``hint`` (f32, bf16) into the IR's runtime options: ``openvino.Core()
+    .compile_model(xml)`` then runs at that precision without being told."""
+    import openvino as ov
+    model = ov.Core().read_model(xml)
+    model.set_rt_info(hint, HINT_KEY)
+    temporary = xml[:-len('.xml')] + '.hint.xml'
+    ov.save_model(model, temporary, compress_to_fp16=False)
+    del model
+    os.replace(temporary, xml)
+    os.replace(temporary[:-len('.xml')] + '.bin', xml[:-len('.xml')] + '.bin')
+
+
+def model_precision(model_file: str) -> str:
+    """What a backend file runs at, read from the file: int8 where an OpenVINO IR has
+    quantized layers, else its precision hint; f32 for ONNX (it names none)."""
+    if not model_file.endswith('.xml'):
+        return 'f32'
+    import openvino as ov
+    model = ov.Core().read_model(model_file)
+    if any(op.get_type_name() in QUANTIZED_OPS for op in model.get_ops()):
+        return 'int8'
+    return precision_hint(model) or 'f32'
+
+
+def check_model_precision(model_file: str, deploy_cfg: Config) -> None:
+    """The file must be what the deploy config deploys: quantized for int8 configs, float for
+    the others, at the config's precision where the IR names one."""
+    expected, found = precision_of(deploy_cfg), model_precision(model_file)
+    if expected == found or (expected == 'bf16' and not model_file.endswith('.xml')):
+        return
+    fix = ('give the quantized IR that deploy.py wrote with this config (end2end_int8.xml)'
+           if expected == 'int8' else 'give the IR that deploy.py wrote with this config')
+    raise DeployError(f'{osp.basename(model_file)} is a {found} model, but the deploy config '
+                      f'is for {expected}: {fix}, or the deploy config it was exported with.')
 
 
 def make_runner(backend: str, model_file: str, output_names: Sequence[str], threads: int,
@@ -248,12 +297,15 @@ def export_backbone(backbone: nn.Module, x: torch.Tensor, work_dir: str, backend
     return make_runner(backend, onnx_file, names, threads)
 
 
-def save_openvino_model(onnx_file: str, work_dir: str) -> str:
+def save_openvino_model(onnx_file: str, work_dir: str, hint: str) -> str:
     """Convert the ONNX to OpenVINO IR (``end2end.xml`` + ``.bin``, float32 weights: no
-    fp16 compression); return the .xml."""
+    fp16 compression) that runs at the precision ``hint`` (:func:`set_precision_hint`);
+    return the .xml."""
     import openvino as ov
     xml = osp.join(work_dir, osp.splitext(osp.basename(onnx_file))[0] + '.xml')
-    ov.save_model(ov.convert_model(onnx_file), xml, compress_to_fp16=False)
+    model = ov.convert_model(onnx_file)
+    model.set_rt_info(hint, HINT_KEY)
+    ov.save_model(model, xml, compress_to_fp16=False)
     return xml
 
 
@@ -314,6 +366,7 @@ def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[s
     ``model_cfg``)."""
     from mmdeploy.utils import Backend, get_codebase_config, get_onnx_config
     backend, static = backend_of(deploy_cfg), input_shape_of(deploy_cfg) is not None
+    check_model_precision(files[0], deploy_cfg)
     runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
                          threads, precision_of(deploy_cfg), spinning)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':

@@ -3,13 +3,16 @@
 The command line of mmdeploy's ``tools/test.py``::
 
     python tools/deployment/test.py DEPLOY_CFG MODEL_CFG --model FILE [FILE ...] \\
-        [--checkpoint CKPT] [--speed-test] [--work-dir DIR] [--cfg-options ...]
+        [--checkpoint CKPT] [--batch-size N] [--speed-test] [--work-dir DIR] [--cfg-options ...]
 
 Runs the backend files (``end2end.onnx`` or ``end2end.xml``, as ``deploy.py`` wrote them)
 over the test dataloader with the config's evaluator, times ``test_step`` as
 ``tools/test.py`` does and prints the metric and the FPS on one line. With
-``--checkpoint`` the fused PyTorch model is evaluated on the same data and both lines
-and their difference are printed.
+``--checkpoint`` the fused PyTorch model is evaluated too, with the model config's own
+test pipeline (the model as trained), and both lines and their difference are printed. A
+static deploy config resizes the backend's images to its input size: when that is not the
+model's test scale, a note says so before the run. The precision is read from the model
+file and must be the deploy config's. Everything runs on the CPU.
 """
 import argparse
 import copy
@@ -21,57 +24,124 @@ from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
 
 from ..config import framework_of, load_config
 from ..engine import EvalSpeedHook, summary_line
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
 from ..runtime import check_dataset, iter_datasets
-from .backends import build_backend_model, quiet
+from .backends import build_backend_model, check_model_precision, model_precision, quiet
 from .deploy_config import (backend_of, check_task, input_shape_of, precision_of,
                             read_deploy_config)
 
-MAIN_METRIC = {'mmdet': ('coco/bbox_mAP', 'pascal_voc/mAP'), 'mmseg': ('mIoU',)}
+# the metrics a deployment is checked on, in points (mAP x 100; mIoU as mmseg gives it)
+MAIN_METRICS = {'mmdet': ('coco/bbox_mAP', 'coco/segm_mAP', 'pascal_voc/mAP'),
+                'mmseg': ('mIoU',)}
+SCALE_DOCS = 'docs/deployment.md, "A static config at your model\'s scale"'
+
+
+def main_metrics(metrics: Dict[str, float], framework: str) -> Dict[str, float]:
+    """Every checked metric of a result (Mask R-CNN: bbox and segm mAP), in points."""
+    found = {key: float(metrics[key]) * (100.0 if framework == 'mmdet' else 1.0)
+             for key in MAIN_METRICS[framework] if key in metrics}
+    if not found:
+        raise DeployError(f'No {" or ".join(MAIN_METRICS[framework])} among the metrics '
+                          f'{sorted(metrics)}: the evaluator of the model config gives none.')
+    return found
 
 
 def main_metric(metrics: Dict[str, float], framework: str) -> Tuple[str, float]:
-    """The headline metric of a result, in points (mAP x 100, mIoU as mmseg gives it)."""
-    for key in MAIN_METRIC[framework]:
-        if key in metrics:
-            return key, float(metrics[key]) * (100.0 if framework == 'mmdet' else 1.0)
-    raise DeployError(f'No {" or ".join(MAIN_METRIC[framework])} among the metrics '
-                      f'{sorted(metrics)}: the evaluator of the model config gives none.')
+    """The headline metric of a result (the first of :func:`main_metrics`), in points."""
+    return next(iter(main_metrics(metrics, framework).items()))
 
 
-def evaluation_config(model_cfg: Config, deploy_cfg: Config) -> Config:
-    """The model config whose test pipeline feeds the backend what it was exported for: a
-    static config resizes every image to its input size, as mmdeploy's ``create_input``."""
-    cfg = copy.deepcopy(model_cfg)
+def _test_pipelines(cfg: Config) -> List[list]:
+    """The test pipelines of ``cfg``: each test dataset's (Repeat, Concat & co unwrapped) and
+    ``test_pipeline``."""
+    pipelines = [dataset.pipeline for loader, dataset in iter_datasets(cfg)
+                 if loader == 'test_dataloader' and dataset.get('pipeline')]
+    if 'test_pipeline' in cfg:
+        pipelines.append(cfg.test_pipeline)
+    return pipelines
+
+
+def test_scale(model_cfg: Config) -> Optional[Tuple[Tuple[int, int], bool]]:
+    """``((width, height), keep_ratio)`` of the model's test ``Resize``; None without one."""
+    for pipeline in _test_pipelines(model_cfg):
+        for step in pipeline:
+            if step.get('type', '').split('.')[-1] == 'Resize' and step.get('scale'):
+                scale = step['scale']
+                scale = (scale, scale) if isinstance(scale, int) else tuple(scale)
+                return scale, bool(step.get('keep_ratio', False))
+    return None
+
+
+def static_scale_note(model_cfg: Config, deploy_cfg: Config) -> Optional[str]:
+    """What a static config's input costs when it is not the model's test scale (both scales
+    and what to use instead); None for a dynamic config or one at that scale (up to the
+    padding to a multiple of 32)."""
     shape = input_shape_of(deploy_cfg)
-    if shape is not None:
-        pipelines = [dict(iter_datasets(cfg))['test_dataloader'].pipeline]  # Repeat & co unwrapped
-        if 'test_pipeline' in cfg:
-            pipelines.append(cfg.test_pipeline)
-        for pipeline in pipelines:
-            for step in pipeline:
-                if step.get('type') == 'Resize':
-                    step.update(scale=tuple(shape), keep_ratio=False)
+    if shape is None:
+        return None
+    width, height = shape
+    found = test_scale(model_cfg)
+    if found is not None:
+        (scale_w, scale_h), keep_ratio = found
+        sides, scale_sides = sorted((width, height)), sorted((scale_w, scale_h))
+        if not keep_ratio:
+            sides, scale_sides = (width, height), (scale_w, scale_h)
+        if all(0 <= side - scale < 32 for side, scale in zip(sides, scale_sides)):
+            return None
+        model_scale = f'{scale_w}x{scale_h} (Resize, keep_ratio={keep_ratio})'
+    else:
+        model_scale = "each image's own size (no Resize in its test pipeline)"
+    return (f'the static deploy config resizes every image to {width}x{height} (WxH), but the '
+            f'model is tested at {model_scale}: the backend sees a scale the model was not '
+            'tested at. PyTorch is evaluated at its own scale, so the drop includes what '
+            'this costs. Use a dynamic config (configs/deploy/*_dynamic.py) or a static '
+            f'config at the model\'s scale ({SCALE_DOCS}).')
+
+
+def reference_config(model_cfg: Config) -> Config:
+    """The model config as ``tools/test.py`` runs it (in this process: no workers)."""
+    cfg = copy.deepcopy(model_cfg)
     cfg.test_dataloader.num_workers = 0
     cfg.test_dataloader.persistent_workers = False
     return cfg
 
 
+def evaluation_config(model_cfg: Config, deploy_cfg: Config) -> Config:
+    """The model config whose test pipeline feeds the backend what it was exported for: a
+    static config resizes every image to its input size, as mmdeploy's ``create_input``."""
+    cfg = reference_config(model_cfg)
+    shape = input_shape_of(deploy_cfg)
+    if shape is not None:
+        for pipeline in _test_pipelines(cfg):
+            for step in pipeline:
+                if step.get('type', '').split('.')[-1] == 'Resize':
+                    step.update(scale=tuple(shape), keep_ratio=False)
+    return cfg
+
+
+class CPURunner(Runner):
+    """mmengine's Runner keeping the model on the CPU (it moves it to a GPU whenever torch
+    sees one; our backends and their timing run on the CPU)."""
+
+    def wrap_model(self, model_wrapper_cfg, model):
+        return model
+
+
 def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, dict]:
     """``(metrics, speed)`` of ``model`` (fused, or exported from the fused model) over
-    ``cfg``'s test set, timed as ``tools/test.py``."""
-    from mmengine.runner import Runner
+    ``cfg``'s test set on the CPU, timed as ``tools/test.py``."""
     hooks = copy.deepcopy(cfg.get('default_hooks') or {})
     hooks.pop('checkpoint', None)
-    runner = Runner(model=model, work_dir=work_dir, test_dataloader=cfg.test_dataloader,
-                    test_cfg=cfg.get('test_cfg') or dict(type='TestLoop'),
-                    test_evaluator=cfg.test_evaluator, default_hooks=hooks,
-                    env_cfg=cfg.get('env_cfg') or {}, default_scope=cfg.default_scope,
-                    log_processor=cfg.get('log_processor'), cfg=cfg)
+    runner = CPURunner(model=model, work_dir=work_dir, test_dataloader=cfg.test_dataloader,
+                       test_cfg=cfg.get('test_cfg') or dict(type='TestLoop'),
+                       test_evaluator=cfg.test_evaluator, default_hooks=hooks,
+                       env_cfg=cfg.get('env_cfg') or {}, default_scope=cfg.default_scope,
+                       log_processor=cfg.get('log_processor'), cfg=cfg)
     speed_hook = EvalSpeedHook()
     runner.register_hook(speed_hook)
     metrics = runner.test()
@@ -82,8 +152,9 @@ def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, 
 def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
                      work_dir: str, cfg_options: Optional[dict] = None,
                      checkpoint: Optional[str] = None, threads: Optional[int] = None,
-                     verbose: bool = False) -> dict:
-    """Metric and speed of the backend files (and of the PyTorch checkpoint) on the test set."""
+                     verbose: bool = False, batch_size: int = 1) -> dict:
+    """Metrics and speed of the backend files on the test set (with the deploy config's input)
+    and of the PyTorch checkpoint (with the model config's own test pipeline)."""
     model_cfg = load_config(model_cfg_path, cfg_options, pretrained=False)
     framework = framework_of(model_cfg)
     check_task(deploy_cfg, model_cfg, model_cfg_path)
@@ -92,12 +163,26 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
         if not osp.isfile(path):
             raise DeployError(f'Backend file {path} not found; deploy.py writes it to its '
                               '--work-dir (end2end.onnx, end2end.xml).')
-    cfg = evaluation_config(model_cfg, deploy_cfg)
+    static = input_shape_of(deploy_cfg) is not None
+    if static and batch_size != 1:
+        raise DeployError(f'--batch-size {batch_size}: a static deploy config exports a graph '
+                          'for batch 1; use --batch-size 1 or a dynamic deploy config '
+                          '(configs/deploy/*_dynamic.py).')
+    check_model_precision(files[0], deploy_cfg)
+    precision = (model_precision(files[0]) if files[0].endswith('.xml')
+                 else precision_of(deploy_cfg))
+    note = static_scale_note(model_cfg, deploy_cfg)
+    if note:
+        print(f'[evit_mm test] note: {note}', flush=True)
+    cfgs = dict(backend=evaluation_config(model_cfg, deploy_cfg),
+                pytorch=reference_config(model_cfg))
+    for cfg in cfgs.values():
+        cfg.test_dataloader.batch_size = batch_size
     os.makedirs(work_dir, exist_ok=True)
     record = dict(deploy_config=getattr(deploy_cfg, 'filename', None), model=files,
-                  framework=framework,
-                  model_config=model_cfg_path, checkpoint=checkpoint,
-                  backend=backend_of(deploy_cfg), precision=precision_of(deploy_cfg))
+                  framework=framework, model_config=model_cfg_path, checkpoint=checkpoint,
+                  backend=backend_of(deploy_cfg), precision=precision, batch_size=batch_size,
+                  scale_note=note)
     with quiet(osp.join(work_dir, 'test.log'), verbose):
         previous = torch.get_num_threads()
         try:
@@ -109,18 +194,19 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
                                                     cfg_options=cfg_options)[0]
             backend_model = build_backend_model(model_cfg, deploy_cfg, files,
                                                 torch.get_num_threads(), torch_model)
-            record['metrics'], record['speed'] = run_test(backend_model, cfg,
+            record['metrics'], record['speed'] = run_test(backend_model, cfgs['backend'],
                                                           osp.join(work_dir, 'backend'))
             if checkpoint:
                 record['pytorch'] = dict(zip(('metrics', 'speed'), run_test(
-                    torch_model, cfg, osp.join(work_dir, 'pytorch'))))
+                    torch_model, cfgs['pytorch'], osp.join(work_dir, 'pytorch'))))
         finally:
             torch.set_num_threads(previous)
-    key, value = main_metric(record['metrics'], framework)
-    record['main_metric'] = dict(name=key, points=value)
+    record['main_metrics'] = {key: dict(points=points) for key, points in
+                              main_metrics(record['metrics'], framework).items()}
     if checkpoint:
-        _, reference = main_metric(record['pytorch']['metrics'], framework)
-        record['main_metric'].update(pytorch_points=reference, drop_points=reference - value)
+        for key, reference in main_metrics(record['pytorch']['metrics'], framework).items():
+            main = record['main_metrics'][key]
+            main.update(pytorch_points=reference, drop_points=reference - main['points'])
     record['speed']['runtime'] = f"{record['backend']} {record['precision']}"
     with open(osp.join(work_dir, 'test_metrics.json'), 'w') as f:
         json.dump(record, f, indent=2)
@@ -130,15 +216,15 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
 def result_lines(record: dict, framework: str) -> List[str]:
     lines = [summary_line('test', record['metrics'], framework, record['speed'], False)]
     if 'pytorch' in record:
-        speed = dict(record['pytorch']['speed'], runtime='pytorch f32')
+        speed = dict(record['pytorch']['speed'], runtime="pytorch f32, the model's own scale")
         lines.insert(0, summary_line('test', record['pytorch']['metrics'], framework, speed,
                                      False))
-        main = record['main_metric']
-        lines.append(f"[evit_mm test] {main['name']}: {record['backend']} "
-                     f"{record['precision']} {main['points']:.2f} vs PyTorch "
-                     f"{main['pytorch_points']:.2f} points (drop {main['drop_points']:+.2f}); "
-                     f"FPS {record['speed']['fps'] or 0:.2f} vs "
-                     f"{record['pytorch']['speed']['fps'] or 0:.2f}")
+        for key, main in record['main_metrics'].items():
+            lines.append(f"[evit_mm test] {key}: {record['backend']} {record['precision']} "
+                         f"{main['points']:.2f} vs PyTorch {main['pytorch_points']:.2f} points "
+                         f"(drop {main['drop_points']:+.2f}); FPS "
+                         f"{record['speed']['fps'] or 0:.2f} vs "
+                         f"{record['pytorch']['speed']['fps'] or 0:.2f}")
     return lines
 
 
@@ -159,6 +245,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--work-dir', default='work_dirs/deploy_test',
                         help='where test_metrics.json and the log go')
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch and the backend')
+    parser.add_argument('--batch-size', type=int, default=1,
+                        help='images per batch (dynamic deploy configs; static ones take 1)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override model config entries, e.g. test_dataloader.dataset.'
                              'data_root=PATH')
@@ -169,7 +257,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
     deploy_cfg = read_deploy_config(args.deploy_cfg)
     try:
         record = evaluate_backend(deploy_cfg, args.model_cfg, args.model, args.work_dir,
-                                  args.cfg_options, args.checkpoint, args.threads, args.verbose)
+                                  args.cfg_options, args.checkpoint, args.threads, args.verbose,
+                                  args.batch_size)
     except DatasetMissingError as err:
         raise DatasetMissingError(f'{err} (the deployed model is evaluated on the model '
                                   "config's test set)") from err

@@ -4,9 +4,11 @@ Thresholds (the tool's defaults), both ways: every one of PyTorch's top-k detect
 with a score above ``score_thr`` has a backend detection of the same label with box
 IoU >= 0.99 and a score within 1e-3, and every such backend detection has a PyTorch
 one; both sides have as many detections above the threshold (up to those within the
-score tolerance of it); a detection scoring within the tolerance of the other side's
-lowest kept score may be missing there (a near-tie at the ``max_per_img`` cut); the matched masks have IoU >= 0.98, and a backend without
-masks where PyTorch has them fails; label maps agree on >= 99.9 % of their pixels.
+score tolerance of it); only where the other side stopped at the model's ``max_per_img``
+(it kept exactly that many), a detection scoring within the tolerance of that side's lowest
+kept score may be missing there (a near-tie at the cut); the matched masks have IoU >=
+0.98, and a backend without masks where PyTorch has them fails; label maps agree on >=
+99.9 % of their pixels.
 Nothing above the threshold on either side is a failure ("0 compared") unless
 ``allow_empty``.
 """
@@ -25,6 +27,7 @@ class Tolerances:
     mask_iou: float = 0.98
     pixel_agreement: float = 0.999
     allow_empty: bool = False
+    max_per_img: Optional[int] = None  # the model's cut; None: no near-tie exemption
 
 
 @dataclass
@@ -84,9 +87,10 @@ def _match(reference, candidate, side: str, other: str, tol: Tolerances,
            report: ParityReport, masks: bool) -> None:
     """Every confident detection of ``reference`` has a twin in ``candidate``: same label,
     box IoU and score within the tolerances (and mask IoU, with ``masks``)."""
-    # a detection scoring like the other side's last kept one may fall either side of its
-    # max_per_img cut (near-ties): missing there is not a difference
-    cutoff = float(candidate.scores.min()) + tol.score_diff if len(candidate) else -1.0
+    # where the other side stopped at max_per_img, a detection scoring like its last kept one
+    # may fall either side of the cut (near-ties): missing there is not a difference
+    cut = tol.max_per_img is not None and len(candidate) >= tol.max_per_img > 0
+    cutoff = float(candidate.scores.min()) + tol.score_diff if cut else -1.0
     for i in _confident(reference, tol).tolist():
         label, score, box = reference.labels[i], reference.scores[i], reference.bboxes[i]
         same_label = (candidate.labels == label).nonzero().flatten()
@@ -164,6 +168,13 @@ def compare_label_maps(reference: torch.Tensor, candidate: torch.Tensor,
         report.failures.append(f'only {100 * agreement:.3f}% of the pixels have the same label '
                                f'(< {100 * tol.pixel_agreement:.1f}%)')
     return report
+
+
+def max_per_img_of(model_cfg) -> Optional[int]:
+    """The detector's ``max_per_img`` (Mask R-CNN: its RoI head's); None for a segmentor."""
+    test_cfg = (model_cfg.get('model') or {}).get('test_cfg') or {}
+    test_cfg = test_cfg.get('rcnn', test_cfg)
+    return test_cfg.get('max_per_img')
 
 
 def compare_results(reference, candidate, tol: Optional[Tolerances] = None) -> ParityReport:

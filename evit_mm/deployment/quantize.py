@@ -17,7 +17,7 @@ from mmengine.config import Config
 from ..errors import DeployError
 from ..runtime import iter_datasets
 from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
-from .backends import IMG_SHAPE, graph_feed, numpy_feed
+from .backends import HINT_KEY, IMG_SHAPE, graph_feed, numpy_feed
 
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
@@ -105,5 +105,6 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
         reason = ' '.join(str(err).split())
         raise DeployError(f'calib_config.ignored_scope={ignored_scope!r}: {reason} Fix the '
                           'names or patterns (layer names are in the IR, end2end.xml).') from None
+    quantized.set_rt_info('f32', HINT_KEY)  # its float layers; deploy.py may choose bf16
     ov.save_model(quantized, out_file, compress_to_fp16=False)
     return out_file

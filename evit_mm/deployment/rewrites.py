@@ -44,9 +44,11 @@ import torch.nn.functional as F
 FUNC = 'mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat'
 RPN = 'mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat'
 ROI_BBOX = 'mmdet.models.roi_heads.standard_roi_head.StandardRoIHead.predict_bbox'
+ROI_EXTRACTOR = ('mmdet.models.roi_heads.roi_extractors.single_level_roi_extractor.'
+                 'SingleRoIExtractor.forward')
 SINGLE_STAGE = 'mmdet.models.detectors.single_stage.SingleStageDetector.forward'
 TWO_STAGE = 'mmdet.models.detectors.two_stage.TwoStageDetector.forward'
-REWRITTEN = (FUNC, RPN, ROI_BBOX, SINGLE_STAGE, TWO_STAGE)
+REWRITTEN = (FUNC, RPN, ROI_BBOX, ROI_EXTRACTOR, SINGLE_STAGE, TWO_STAGE)  # ours, by name
 SCORE_FACTOR_LAYERS = ('conv_centerness', 'atss_centerness')  # FCOS; ATSS, PAA
 IMG_SHAPES = 'batch_img_shape'  # metainfo key: the [N, 2] graph input, on every sample
 
@@ -146,8 +148,9 @@ def predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_img_
                          'without score factors, with NMS')
     img_shapes = image_shapes(batch_img_metas)
     level_scores, level_boxes = [], []
-    for scores, deltas, priors in _level_inputs(self, cls_scores, bbox_preds,
-                                                 _dynamic(FUNCTION_REWRITER.get_context())):
+    levels_in = _level_inputs(self, cls_scores, bbox_preds,
+                              _dynamic(FUNCTION_REWRITER.get_context()))
+    for scores, deltas, priors in levels_in:
         values, rows, labels = _topk_pairs(scores.sigmoid(), cfg.get('nms_pre', -1))
         boxes = _decode(self.bbox_coder, _gather_rows(priors, rows), _gather_rows(deltas, rows),
                         img_shapes)
@@ -166,7 +169,8 @@ def rpn_predict_by_feat(self, cls_scores, bbox_preds, score_factors=None, batch_
     cfg = self.test_cfg if cfg is None else cfg
     img_shapes = image_shapes(batch_img_metas)
     level_scores, level_boxes, levels = [], [], []
-    levels_in = _level_inputs(self, cls_scores, bbox_preds, _dynamic(FUNCTION_REWRITER.get_context()))
+    levels_in = _level_inputs(self, cls_scores, bbox_preds,
+                              _dynamic(FUNCTION_REWRITER.get_context()))
     for level, (scores, deltas, priors) in enumerate(levels_in):
         scores = scores.sigmoid()[..., 0] if self.use_sigmoid_cls else \
             scores.softmax(-1)[..., 0]  # mmdet's foreground: the first channel
@@ -293,7 +297,7 @@ def serves_two_stage(model: nn.Module) -> bool:
             and _standard_nms(roi.test_cfg))
 
 
-def _rewrites(model: nn.Module) -> List[tuple]:
+def _rewrites(model: nn.Module, backend: str) -> List[tuple]:
     from mmdet.models.detectors import SingleStageDetector, TwoStageDetector
     found = []
     if isinstance(model, SingleStageDetector):
@@ -302,6 +306,12 @@ def _rewrites(model: nn.Module) -> List[tuple]:
         found.append((TWO_STAGE, two_stage_forward))
         if serves_two_stage(model):
             found += [(RPN, rpn_predict_by_feat), (ROI_BBOX, roi_predict_bbox)]
+        if backend == 'openvino':
+            # mmdeploy's OpenVINO rewrite exports OpenVINO's own RoI feature extractor (its own
+            # level assignment, image 0 only); we compile the ONNX, whose RoiAlign is mmdet's
+            from mmdeploy.codebase.mmdet.models.roi_heads.single_level_roi_extractor import \
+                single_roi_extractor__forward
+            found.append((ROI_EXTRACTOR, single_roi_extractor__forward))
     if serves(model):
         found.append((FUNC, predict_by_feat))
     return found
@@ -312,7 +322,7 @@ def rewrites_for(model: nn.Module, backend: str) -> Iterator[List[str]]:
     """Inside the block: our rewrites for ``model`` registered in mmdeploy for ``backend``
     (they win over mmdeploy's default ones). mmdeploy's registry is as before afterwards,
     exception or not. Yields the rewritten functions."""
-    rewrites = _rewrites(model)
+    rewrites = _rewrites(model, backend)
     if not rewrites:
         yield []
         return
@@ -321,6 +331,7 @@ def rewrites_for(model: nn.Module, backend: str) -> Iterator[List[str]]:
     before = {name: list(records[name]) if name in records else None for name, _ in rewrites}
     for name, function in rewrites:
         FUNCTION_REWRITER.register_rewriter(name, backend=backend)(function)
+        records[name].insert(0, records[name].pop())  # mmdeploy applies the first valid one
     try:
         yield [name for name, _ in rewrites]
     finally:
