@@ -50,7 +50,10 @@ def pytest_collection_modifyitems(items) -> None:
         return GROUPS.get(item.path.stem, item.path.stem)
 
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+        # tests that share the deployments run where those were made; the others of those
+        # modules may run on any worker
+        shares = group(item) != 'deployment' or 'deployed' in item.fixturenames
+        item.add_marker(pytest.mark.xdist_group(group(item) if shares else item.nodeid))
     rank = {name: index for index, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(group(item), len(rank)))  # stable: module order kept
 

@@ -24,7 +24,7 @@ ODD_SCALE = (330, 250)  # resized sides that are not multiples of 32: the input 
 SHARED_DETECTION = ['detection_onnxruntime_dynamic.py', 'detection_openvino_dynamic.py',
                     'detection_onnxruntime_static-800x1344.py',
                     'detection_openvino_static-800x1344.py',
-                    'instance-seg_onnxruntime_dynamic.py', 'instance-seg_openvino_dynamic.py']
+                    'instance-seg_onnxruntime_dynamic.py']
 
 
 def make_image(path: Path, height: int, width: int, seed: int) -> str:

@@ -353,15 +353,19 @@ def _pseudo_labelled_config(tmp_path: Path, exported, scale) -> Path:
                                     area=(box[2] - box[0]) * (box[3] - box[1])))
     assert len(annotations) >= 8
     (tmp_path / 'pseudo.json').write_text(json.dumps(dict(coco, annotations=annotations)))
-    config.write_text(config.read_text() + f"test_dataloader = dict(dataset=dict(ann_file='{tmp_path}/pseudo."
-                      "json'))\n" + f"test_evaluator = dict(ann_file='{tmp_path}/pseudo.json')\n")
+    resize = f"dict(type='Resize', scale={tuple(scale)}, keep_ratio=True)"
+    config.write_text(config.read_text().replace(  # the list itself: the base's is replaced
+        'pipeline=test_pipeline', f"pipeline=[dict(type='LoadImageFromFile'), {resize}, "
+        "dict(type='LoadAnnotations', with_bbox=True), dict(type='PackDetInputs')]")
+        + f"test_dataloader = dict(dataset=dict(ann_file='{tmp_path}/pseudo.json'))\n"
+        + f"test_evaluator = dict(ann_file='{tmp_path}/pseudo.json')\n")
     return config
 
 
 def test_a_static_config_at_another_scale_is_measured_against_the_model_as_trained(
         tmp_path, deployed):
     """A model tested at 160x120 deployed with a static 330x250 config: PyTorch is evaluated at
-    its own scale, the drop is the real one, and a note names both scales."""
+    its own scale and the drop is the real one (not 0: both sides squashed)."""
     from evit_mm.deployment.evaluate import main as test_main
     exported = deployed('detection_onnxruntime_static-800x1344.py')  # static 330x250
     config = _pseudo_labelled_config(tmp_path, exported, (160, 120))
@@ -372,10 +376,23 @@ def test_a_static_config_at_another_scale_is_measured_against_the_model_as_train
     assert main['pytorch_points'] > 1  # its own detections as the ground truth
     assert main['drop_points'] == pytest.approx(main['pytorch_points'] - main['points'])
     assert abs(main['drop_points']) > 1  # what squashing to 330x250 changes
-    assert record['scale_note'].startswith('the static deploy config resizes every image to '
-                                           '330x250 (WxH), but the model is tested at 160x120 '
-                                           '(Resize, keep_ratio=True)')
-    assert 'configs/deploy/*_dynamic.py' in record['scale_note']
+
+
+def test_a_static_config_at_another_scale_gets_a_note_naming_both_scales(tmp_path):
+    from evit_mm.deployment.evaluate import static_scale_note
+    model_cfg = load_config(str(demo_config(tmp_path, RETINANET, tmp_path, (160, 120))),
+                            pretrained=False)
+    other = read_deploy_config(small_deploy_config(
+        tmp_path, 'detection_onnxruntime_static-800x1344.py', 330, 250))
+    note = static_scale_note(model_cfg, other)
+    assert note.startswith('the static deploy config resizes every image to 330x250 (WxH), '
+                           'but the model is tested at 160x120 (Resize, keep_ratio=True)')
+    assert 'configs/deploy/*_dynamic.py' in note
+    same = read_deploy_config(small_deploy_config(
+        tmp_path, 'detection_onnxruntime_static-800x1344.py', 160, 128))  # padded to 32
+    assert static_scale_note(model_cfg, same) is None
+    assert static_scale_note(model_cfg, read_deploy_config(
+        str(DEPLOY / 'detection_onnxruntime_dynamic.py'))) is None
 
 
 def test_deployment_test_tool_takes_batches(tmp_path, deployed):
@@ -395,5 +412,5 @@ def test_deployment_test_tool_takes_batches(tmp_path, deployed):
         test_main([static.deploy_cfg, static.model_cfg, '--model',
                    static.record['files']['onnx'], '--batch-size', '2'])
     assert str(exit_info.value.code) == (
-        '[evit_mm test] --batch-size 2: a static deploy config exports a graph for batch 1; use '
-        '--batch-size 1 or a dynamic deploy config (configs/deploy/*_dynamic.py).')
+        '[evit_mm test] --batch-size 2, but a static deploy config exports a graph for batch 1: '
+        'use --batch-size 1 or a dynamic deploy config (configs/deploy/*_dynamic.py).')

@@ -34,7 +34,7 @@ from ..config import build_model
 from ..errors import DeployError, MissingExtraError
 from . import rewrites
 from .deploy_config import (backend_of, check_segmentation_output, input_shape_of,
-                            precision_of)
+                            precision_of, task_of_deploy)
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
@@ -321,7 +321,7 @@ def _detector_class() -> type:
 
         def forward(self, inputs: torch.Tensor, data_samples: list, mode: str = 'predict',
                     **kwargs) -> list:
-            check_batch(inputs, self.static)
+            check_batch(inputs, self.batch_limit)
             outputs = self.wrapper.output_to_list(self.wrapper(
                 graph_feed(inputs, data_samples, detector=True)))
             self.postprocessing_results(outputs[0], outputs[1], outputs[2] if len(outputs) > 2
@@ -331,27 +331,42 @@ def _detector_class() -> type:
     return BackendDetector
 
 
-def check_batch(inputs: torch.Tensor, static: bool) -> None:
-    """A static graph takes one image at a time."""
-    if static and inputs.shape[0] != 1:
-        raise DeployError(f'A static deploy config exports a graph for batch 1, given a batch '
-                          f'of {inputs.shape[0]}: use batch size 1 (--batch-size 1) or a '
-                          'dynamic deploy config (configs/deploy/*_dynamic.py).')
+STATIC_BATCH = 'a static deploy config exports a graph for batch 1'
+OPENVINO_MASK_RCNN_BATCH = ("OpenVINO's Mask R-CNN graph gives wrong boxes beyond the batch's "
+                            'first image (measured; not fixed)')
+
+
+def batch_limit(deploy_cfg: Config) -> Optional[str]:
+    """Why the exported graph takes batch 1 only, or None."""
+    if input_shape_of(deploy_cfg) is not None:
+        return STATIC_BATCH
+    if backend_of(deploy_cfg) == 'openvino' and task_of_deploy(deploy_cfg) == \
+            'InstanceSegmentation':
+        return OPENVINO_MASK_RCNN_BATCH
+    return None
+
+
+def check_batch(inputs: torch.Tensor, limit: Optional[str]) -> None:
+    """A graph with a :func:`batch_limit` takes one image at a time."""
+    if limit and inputs.shape[0] != 1:
+        raise DeployError(f'Given a batch of {inputs.shape[0]}, but {limit}: use batch size 1 '
+                          '(--batch-size 1) or a dynamic deploy config of another backend.')
 
 
 class BackendSegmentor(BaseModel):
     """The exported logits, post-processed by mmseg exactly like the PyTorch segmentor
     (crop the padding, bilinear resize to the image's size, argmax)."""
 
-    def __init__(self, runner: BackendRunner, segmentor: nn.Module, static: bool) -> None:
+    def __init__(self, runner: BackendRunner, segmentor: nn.Module,
+                 batch_limit: Optional[str]) -> None:
         super().__init__(data_preprocessor=copy.deepcopy(segmentor.data_preprocessor))
         self.runner = runner
-        self.static = static
+        self.batch_limit = batch_limit
         self.postprocess_result = segmentor.postprocess_result  # no network inside
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
-        check_batch(inputs, self.static)
+        check_batch(inputs, self.batch_limit)
         logits = self.runner(graph_feed(inputs, data_samples, detector=False))[
             self.runner.output_names[0]]
         return self.postprocess_result(logits, data_samples)
@@ -365,18 +380,18 @@ def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[s
     mmseg's segmentation post-processing (from ``torch_model``, else a model built from
     ``model_cfg``)."""
     from mmdeploy.utils import Backend, get_codebase_config, get_onnx_config
-    backend, static = backend_of(deploy_cfg), input_shape_of(deploy_cfg) is not None
+    backend, limit = backend_of(deploy_cfg), batch_limit(deploy_cfg)
     check_model_precision(files[0], deploy_cfg)
     runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
                          threads, precision_of(deploy_cfg), spinning)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         check_segmentation_output(deploy_cfg)
         segmentor = torch_model if torch_model is not None else build_model(model_cfg)
-        return BackendSegmentor(runner, segmentor, static).eval()
+        return BackendSegmentor(runner, segmentor, limit).eval()
     preprocessor = dict(copy.deepcopy(model_cfg.model.get('data_preprocessor') or {}))
     preprocessor.setdefault('type', 'mmdet.DetDataPreprocessor')
     model = _detector_class()(backend=Backend.get(backend), backend_files=[runner],
                               device='cpu', deploy_cfg=deploy_cfg, model_cfg=model_cfg,
                               data_preprocessor=preprocessor)
-    model.static = static
+    model.batch_limit = limit
     return model.eval()

@@ -31,7 +31,8 @@ from ..engine import EvalSpeedHook, summary_line
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
 from ..runtime import check_dataset, iter_datasets
-from .backends import build_backend_model, check_model_precision, model_precision, quiet
+from .backends import (batch_limit, build_backend_model, check_model_precision, model_precision,
+                       quiet)
 from .deploy_config import (backend_of, check_task, input_shape_of, precision_of,
                             read_deploy_config)
 
@@ -163,11 +164,10 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
         if not osp.isfile(path):
             raise DeployError(f'Backend file {path} not found; deploy.py writes it to its '
                               '--work-dir (end2end.onnx, end2end.xml).')
-    static = input_shape_of(deploy_cfg) is not None
-    if static and batch_size != 1:
-        raise DeployError(f'--batch-size {batch_size}: a static deploy config exports a graph '
-                          'for batch 1; use --batch-size 1 or a dynamic deploy config '
-                          '(configs/deploy/*_dynamic.py).')
+    limit = batch_limit(deploy_cfg)
+    if limit and batch_size != 1:
+        raise DeployError(f'--batch-size {batch_size}, but {limit}: use --batch-size 1 or a '
+                          'dynamic deploy config (configs/deploy/*_dynamic.py).')
     check_model_precision(files[0], deploy_cfg)
     precision = (model_precision(files[0]) if files[0].endswith('.xml')
                  else precision_of(deploy_cfg))

@@ -21,7 +21,10 @@ config's ``score_threshold`` as a proposal floor; mmdet suppresses per level
 ``min_bbox_size``. mmdeploy's RoI-head rewrite keeps, per RoI, only the box regressed for
 its top-scoring class and gives it to every class; mmdet decodes a box per class and runs
 its multiclass NMS over every (RoI, class) pair above ``score_thr``.
-:func:`rpn_predict_by_feat` and :func:`roi_predict_bbox` compute what mmdet computes.
+:func:`rpn_predict_by_feat` and :func:`roi_predict_bbox` compute what mmdet computes. For
+OpenVINO, mmdeploy exports the RoI feature extractor as OpenVINO's own
+``ExperimentalDetectronROIFeatureExtractor`` (its own level assignment, image 0 only); we
+keep mmdeploy's default export (ONNX ``RoiAlign``, mmdet's levels), which OpenVINO compiles.
 
 NMS is the standard ONNX ``NonMaxSuppression`` (mmdeploy's ``multiclass_nms``), run per
 class, or per level for the RPN: each (box, class) pair is a box whose score is zero for
