@@ -34,7 +34,7 @@ from ..config import build_model
 from ..errors import DeployError, MissingExtraError
 from . import rewrites
 from .deploy_config import (backend_of, check_segmentation_output, input_shape_of,
-                            precision_of, task_of_deploy)
+                            precision_of)
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own
@@ -332,25 +332,18 @@ def _detector_class() -> type:
 
 
 STATIC_BATCH = 'a static deploy config exports a graph for batch 1'
-OPENVINO_MASK_RCNN_BATCH = ("OpenVINO's Mask R-CNN graph gives wrong boxes beyond the batch's "
-                            'first image (measured; not fixed)')
 
 
 def batch_limit(deploy_cfg: Config) -> Optional[str]:
     """Why the exported graph takes batch 1 only, or None."""
-    if input_shape_of(deploy_cfg) is not None:
-        return STATIC_BATCH
-    if backend_of(deploy_cfg) == 'openvino' and task_of_deploy(deploy_cfg) == \
-            'InstanceSegmentation':
-        return OPENVINO_MASK_RCNN_BATCH
-    return None
+    return STATIC_BATCH if input_shape_of(deploy_cfg) is not None else None
 
 
 def check_batch(inputs: torch.Tensor, limit: Optional[str]) -> None:
     """A graph with a :func:`batch_limit` takes one image at a time."""
     if limit and inputs.shape[0] != 1:
         raise DeployError(f'Given a batch of {inputs.shape[0]}, but {limit}: use batch size 1 '
-                          '(--batch-size 1) or a dynamic deploy config of another backend.')
+                          '(--batch-size 1) or a dynamic deploy config (configs/deploy/*_dynamic.py).')
 
 
 class BackendSegmentor(BaseModel):
