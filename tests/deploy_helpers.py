@@ -123,6 +123,9 @@ def demo_config(tmp_path: Path, base: str, data_root: Path, scale) -> Path:
         text = (f"_base_ = '{base}'\n"
                 f"data_root = '{data_root}/'\n"
                 + _detection_test_pipeline(scale, masks='mask_rcnn' in base) +
+                # Mask R-CNN: 300 proposals, not 1000 (the same code path, a third of the time)
+                ("model = dict(test_cfg=dict(rpn=dict(max_per_img=300)))\n"
+                 if 'mask_rcnn' in base else '') +
                 "test_dataloader = dict(dataset=dict(data_root=data_root, pipeline=test_pipeline,"
                 " ann_file='annotations/instances_val2017.json'))\n"
                 "val_dataloader = test_dataloader\n"
