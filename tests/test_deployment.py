@@ -328,7 +328,9 @@ def test_static_graphs_refuse_batches(deployed, images):
 
 
 def test_min_bbox_size_is_applied_in_the_export(tmp_path, images, weights):
-    """A RetinaNet whose test_cfg drops boxes no larger than 40 px: the export drops them too."""
+    """A RetinaNet whose test_cfg drops boxes no larger than 40 px: the export drops them too,
+    measured at the network's scale (mmdet measures a dense head's after rescaling: no box of
+    these images falls between the two)."""
     from deploy_helpers import odd_scale_config
     config = tmp_path / 'min_size.py'
     config.write_text(f"_base_ = '{odd_scale_config(tmp_path, RETINANET)}'\n"

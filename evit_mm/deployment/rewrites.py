@@ -84,7 +84,7 @@ def _decode(coder, priors: torch.Tensor, deltas: torch.Tensor,
     """mmdet's decoding, clipped to each image (when the coder clips)."""
     from mmdet.structures.bbox import get_box_tensor
     boxes = get_box_tensor(coder.decode(priors, deltas, max_shape=None))
-    return clip_to_images(boxes, img_shapes) if getattr(coder, 'clip_border', True) else boxes
+    return clip_to_images(boxes, img_shapes) if getattr(coder, 'clip_border', False) else boxes
 
 
 def _one_hot(scores: torch.Tensor, groups: torch.Tensor, count: int) -> torch.Tensor:
