@@ -343,7 +343,8 @@ def check_batch(inputs: torch.Tensor, limit: Optional[str]) -> None:
     """A graph with a :func:`batch_limit` takes one image at a time."""
     if limit and inputs.shape[0] != 1:
         raise DeployError(f'Given a batch of {inputs.shape[0]}, but {limit}: use batch size 1 '
-                          '(--batch-size 1) or a dynamic deploy config (configs/deploy/*_dynamic.py).')
+                          '(--batch-size 1) or a dynamic deploy config '
+                          '(configs/deploy/*_dynamic.py).')
 
 
 class BackendSegmentor(BaseModel):
