@@ -1,9 +1,6 @@
-# Instance segmentation at any input size and batch (see mmdet_dynamic.py and mmdet_instance_seg.py).
-_base_ = ['./mmdet_instance_seg.py']
-onnx_config = dict(
-    dynamic_axes=dict(
-        input=dict({0: 'batch', 2: 'height', 3: 'width'}),
-        img_shape=dict({0: 'batch'}),
-        dets=dict({0: 'batch', 1: 'num_dets'}),
-        labels=dict({0: 'batch', 1: 'num_dets'}),
-        masks=dict({0: 'batch', 1: 'num_dets'})))
+# Instance segmentation at any input size and batch: mmdet_dynamic.py's axes, and the masks output of
+# mmdet_instance_seg.py.
+_base_ = ['./mmdet_dynamic.py']
+onnx_config = dict(output_names=['dets', 'labels', 'masks'],
+                   dynamic_axes=dict(masks=dict({0: 'batch', 1: 'num_dets'})))
+codebase_config = dict(post_processing=dict(export_postprocess_mask=False))
