@@ -31,8 +31,7 @@ from ..engine import EvalSpeedHook, summary_line
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
 from ..runtime import check_dataset, iter_datasets
-from .backends import (batch_limit, build_backend_model, check_model_precision, model_precision,
-                       quiet)
+from .backends import batch_limit, build_backend_model, check_model_precision, quiet
 from .deploy_config import (backend_of, check_task, input_shape_of, precision_of,
                             read_deploy_config)
 
@@ -168,9 +167,7 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
     if limit and batch_size != 1:
         raise DeployError(f'--batch-size {batch_size}, but {limit}: use --batch-size 1 or a '
                           'dynamic deploy config (configs/deploy/*_dynamic.py).')
-    check_model_precision(files[0], deploy_cfg)
-    precision = (model_precision(files[0]) if files[0].endswith('.xml')
-                 else precision_of(deploy_cfg))
+    check_model_precision(files[0], deploy_cfg)  # the file runs at the config's precision
     note = static_scale_note(model_cfg, deploy_cfg)
     if note:
         print(f'[evit_mm test] note: {note}', flush=True)
@@ -181,7 +178,8 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
     os.makedirs(work_dir, exist_ok=True)
     record = dict(deploy_config=getattr(deploy_cfg, 'filename', None), model=files,
                   framework=framework, model_config=model_cfg_path, checkpoint=checkpoint,
-                  backend=backend_of(deploy_cfg), precision=precision, batch_size=batch_size,
+                  backend=backend_of(deploy_cfg), precision=precision_of(deploy_cfg),
+                  batch_size=batch_size,
                   scale_note=note)
     with quiet(osp.join(work_dir, 'test.log'), verbose):
         previous = torch.get_num_threads()
