@@ -1,4 +1,6 @@
-"""Every config builds, takes one training step and predicts on a small image."""
+"""Every config builds with the recipe's settings and gives its neck the backbone's features; one
+config per method and backbone family also takes a training step and predicts on small images
+(the heads and schedules are shared by the variants of a method)."""
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,10 @@ from evit_mm.config import build_model, framework_of, load_config
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / 'configs').rglob('*.py')  # templates: test_custom_data
                  if not {'_base_', 'custom', 'deploy'} & set(p.parts))  # deploy: test_deployment
+# the smallest variant of each family runs the whole method
+STEPPED = {f'{method}_{arch}{suffix}' for method, suffix in
+           (('retinanet', ''), ('mask_rcnn', ''), ('fpn', '_ade20k'))
+           for arch in ('evit_m0', 'shvit_s1')}
 RECIPE = {'retinanet': (5, [8, 16, 32, 64, 128]), 'mask_rcnn': (5, [4, 8, 16, 32, 64]),
           'fpn': (5, [4, 8, 16, 32, 64])}
 
@@ -42,7 +48,7 @@ def _segmentation_batch(model):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
-def test_config_builds_trains_and_predicts(path):
+def test_config_builds_and_its_method_trains_and_predicts(path):
     assert 'custom_imports' not in path.read_text()  # inherited from the _base_ file
     cfg = load_config(path)
     assert cfg.custom_imports == dict(imports=['evit_mm'], allow_failed_imports=False)
@@ -78,6 +84,8 @@ def test_config_builds_trains_and_predicts(path):
         feats = model.extract_feat(data['inputs'])
     sizes = [f.shape[-1] for f in feats]
     assert sizes == [-(-160 // s) for s in strides][:len(sizes)]
+    if path.stem not in STEPPED:
+        return
     model.train()
     losses = model(**data, mode='loss')
     total = sum(v.sum() for k, v in losses.items() if 'loss' in k

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
+from evit_mm.cli import train_main
 from evit_mm.engine import NonFiniteLossHook
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +65,15 @@ def train(config: Path, *options: str, cwd: Path, extra=()) -> subprocess.Comple
 
 def last_line(result: subprocess.CompletedProcess) -> str:
     return result.stderr.strip().splitlines()[-1]
+
+
+def train_error(config: Path, *options: str, cwd: Path) -> str:
+    """Train in this process (no interpreter start-up) a config that must stop with a user error;
+    return the one line ``tools/train.py`` exits with."""
+    with pytest.raises(SystemExit) as stopped:
+        train_main([str(config), '--work-dir', str(cwd / 'work'), '--cfg-options', *NO_DOWNLOAD,
+                    *options])
+    return str(stopped.value.code)
 
 
 # ---- datasets in the three formats, made from the generated demo data ----------------------------
@@ -166,35 +176,30 @@ def assert_trained(result: subprocess.CompletedProcess, work_dir: Path, metric: 
 def test_num_classes_mismatch(tmp_path):
     config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), DET_CLASSES,
                          (160, 160))
-    result = train(config, 'model.bbox_head.num_classes=80', cwd=tmp_path)
-    assert result.returncode == 1
+    message = train_error(config, 'model.bbox_head.num_classes=80', cwd=tmp_path)
     assert ("The dataset has 4 classes (train_dataloader.dataset.metainfo.classes = ('person', "
             "'car', 'dog', 'bottle')) but the model predicts another number: "
-            "model.bbox_head.num_classes=80. Set them to 4") in last_line(result)
+            "model.bbox_head.num_classes=80. Set them to 4") in message
 
 
 def test_missing_annotation_file_and_missing_images(tmp_path):
     data = coco_dataset(tmp_path / 'data')
     config = user_config(tmp_path, 'coco', data, DET_CLASSES, (160, 160))
     (data / 'annotations/train.json').rename(data / 'annotations/other.json')
-    result = train(config, cwd=tmp_path)
-    assert result.returncode == 1
-    assert f'Dataset not found: {data}/annotations/train.json' in last_line(result)
-    assert 'cocodataset.org' not in last_line(result)  # not the COCO download hint
+    message = train_error(config, cwd=tmp_path)
+    assert f'Dataset not found: {data}/annotations/train.json' in message
+    assert 'cocodataset.org' not in message  # not the COCO download hint
     (data / 'annotations/other.json').rename(data / 'annotations/train.json')
     for image in (data / 'train').glob('*.jpg'):
         image.unlink()
-    result = train(config, cwd=tmp_path)
-    assert result.returncode == 1
-    assert f'train_dataloader: image file not found: {data}/train/' in last_line(result)
+    assert f'train_dataloader: image file not found: {data}/train/' in train_error(config,
+                                                                                   cwd=tmp_path)
 
 
 def test_every_image_filtered_out(tmp_path):
     config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), ('Person', 'Car'),
                          (160, 160))
-    result = train(config, cwd=tmp_path)
-    assert result.returncode == 1
-    message = last_line(result)
+    message = train_error(config, cwd=tmp_path)
     assert 'train_dataloader: CocoDataset(' in message and 'has no samples left' in message
     assert 'metainfo.classes spells the class names exactly' in message
 
@@ -206,10 +211,8 @@ def test_segmentation_label_out_of_range(tmp_path):
     array[:4, :4] = 9
     cv2.imwrite(str(label), array)
     config = user_config(tmp_path, 'folders', data, SEG_CLASSES, (128, 128))
-    result = train(config, cwd=tmp_path)
-    assert result.returncode == 1
     assert (f'label map {label} holds values [9], outside the 7 classes (0..6) and not the '
-            'ignore index 255') in last_line(result)
+            'ignore index 255') in train_error(config, cwd=tmp_path)
 
 
 def test_empty_image_folder(tmp_path):
@@ -217,10 +220,8 @@ def test_empty_image_folder(tmp_path):
     shutil.rmtree(data / 'images/train')
     (data / 'images/train').mkdir()
     config = user_config(tmp_path, 'folders', data, SEG_CLASSES, (128, 128))
-    result = train(config, cwd=tmp_path)
-    assert result.returncode == 1
-    assert 'train_dataloader: BaseSegDataset(' in last_line(result)
-    assert 'has no samples left' in last_line(result)
+    message = train_error(config, cwd=tmp_path)
+    assert 'train_dataloader: BaseSegDataset(' in message and 'has no samples left' in message
 
 
 def test_degenerate_boxes_listed_and_dropped_or_refused(tmp_path):
@@ -246,9 +247,8 @@ def test_corrupt_image_is_named(tmp_path):
     broken.write_bytes(b'not a jpeg')
     config = user_config(tmp_path, 'coco', data, DET_CLASSES, (160, 160), quick=False)
     config.write_text(config.read_text() + "train_cfg = dict(max_epochs=1)\n")
-    result = train(config, 'train_dataloader.batch_size=4', cwd=tmp_path)  # 2 workers
-    assert result.returncode == 1
-    assert last_line(result).endswith(f'Unreadable or corrupt image: {broken}. Replace or '
+    message = train_error(config, 'train_dataloader.batch_size=4', cwd=tmp_path)  # 2 workers
+    assert message.endswith(f'Unreadable or corrupt image: {broken}. Replace or '
                                       'remove it (and its annotations).')
 
 
@@ -273,9 +273,7 @@ def test_non_finite_loss_stops_and_is_never_saved():
 def test_diverging_run_stops_with_iteration_and_images(tmp_path):
     config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), DET_CLASSES,
                          (160, 160))
-    result = train(config, 'optim_wrapper.optimizer.lr=1e12', cwd=tmp_path)
-    assert result.returncode == 1
-    message = last_line(result)
+    message = train_error(config, 'optim_wrapper.optimizer.lr=1e12', cwd=tmp_path)
     assert re.search(r'Non-finite loss at iteration \d+ \(epoch 1\): .*Images of the batch: '
                      rf'{tmp_path}/data/train/\d+\.jpg', message), message
     assert not list((tmp_path / 'work').glob('*.pth'))
