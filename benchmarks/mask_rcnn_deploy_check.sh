@@ -31,7 +31,7 @@ for deploy in configs/deploy/instance-seg_*.py; do
   python tools/deployment/deploy.py "$deploy" "$cfg" "$ckpt" "${images[0]}" --test-img "${images[@]:1}" \
     --work-dir "$out" --iters 3
   files=$out/end2end.onnx
-  [[ $name == *openvino* ]] && files=$(ls "$out"/end2end*.xml | grep -v '_fp32' | tail -n 1)
+  [[ $name == *openvino* ]] && files=$out/end2end.xml
   [[ $name == *int8* ]] && files=$out/end2end_int8.xml
   python tools/deployment/test.py "$deploy" "$cfg" --model "$files" --checkpoint "$ckpt" \
     --work-dir "$out/test" | grep '^\[evit_mm test\]\|note' || true

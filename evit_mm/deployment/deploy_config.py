@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence
 
 from mmengine.config import Config
 
-from ..config import framework_of
+from ..config import framework_of, read_config
 from ..errors import ConfigError, DeployError
 
 DEPLOY_CONFIGS = osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
@@ -114,7 +114,7 @@ def deploy_config_for(model_cfg_path: str, backend: str, shape: Sequence[int],
                       precision: str = 'f32') -> Config:
     """Our deploy config for the model's task, ``backend`` and ``precision``, at a fixed
     ``(H, W)``."""
-    task = task_of_model(Config.fromfile(model_cfg_path))
+    task = task_of_model(read_config(model_cfg_path))
     suffix = '' if precision == 'f32' else f'-{precision}'
     size = '512x512' if task == 'Segmentation' else '800x1344'
     name = f'{TASKS[task]}_{backend}{suffix}_static-{size}.py'

@@ -14,6 +14,7 @@ from typing import Callable, List, Optional
 import numpy as np
 from mmengine.config import Config
 
+from ..config import read_config
 from ..errors import DeployError
 from ..runtime import iter_datasets
 from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
@@ -48,7 +49,7 @@ def calibration_dataset_cfg(model_cfg: Config, calib_dataset_cfg: Optional[str])
     if calib_dataset_cfg:
         if not osp.isfile(calib_dataset_cfg):
             raise DeployError(f'Calibration dataset config {calib_dataset_cfg} not found.')
-        source = Config.fromfile(calib_dataset_cfg)
+        source = read_config(calib_dataset_cfg)
     datasets = dict(iter_datasets(source))
     dataset = datasets.get('val_dataloader') or datasets.get('test_dataloader')
     if dataset is None:
