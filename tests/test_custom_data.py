@@ -1,10 +1,13 @@
 """Users' own datasets: the configs/*/custom/ templates train on COCO-, VOC- and folder-format data,
 and dataset mistakes stop the run before training with a message naming the file and the fix."""
+import contextlib
+import io
 import json
 import re
 import shutil
 import subprocess
 import sys
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -56,15 +59,30 @@ def user_config(tmp: Path, template: str, data_root: Path, classes, image_size,
     return config
 
 
-def train(config: Path, *options: str, cwd: Path, extra=()) -> subprocess.CompletedProcess:
+def train_cli(config: Path, *options: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``tools/train.py`` as a user runs it (its own process)."""
     return subprocess.run(
         [sys.executable, str(REPO / 'tools/train.py'), str(config), '--work-dir',
-         str(cwd / 'work'), *extra, '--cfg-options', *NO_DOWNLOAD, *options],
+         str(cwd / 'work'), '--cfg-options', *NO_DOWNLOAD, *options],
         cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
-def last_line(result: subprocess.CompletedProcess) -> str:
-    return result.stderr.strip().splitlines()[-1]
+def train(config: Path, *options: str, cwd: Path, extra=()) -> subprocess.CompletedProcess:
+    """What ``tools/train.py`` does and prints, run in this process (no interpreter start-up):
+    exit status, and the output of the run (mmengine's log included). The visualizer gets a
+    name of its own: mmengine keeps one instance per name in a process, writing to the work dir
+    of the run that made it."""
+    argv = [str(config), '--work-dir', str(cwd / 'work'), *extra, '--cfg-options', *NO_DOWNLOAD,
+            f'visualizer.name=visualizer_{uuid.uuid4().hex}', *options]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    returncode = 0
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            train_main(argv)
+        except SystemExit as stop:
+            returncode = 1
+            print(stop.code, file=sys.stderr)
+    return subprocess.CompletedProcess(argv, returncode, stdout.getvalue(), stderr.getvalue())
 
 
 def train_error(config: Path, *options: str, cwd: Path, extra=()) -> str:
@@ -249,7 +267,7 @@ def test_corrupt_image_is_named(tmp_path):
     config.write_text(config.read_text() + "train_cfg = dict(max_epochs=1)\n")
     message = train_error(config, 'train_dataloader.batch_size=4', cwd=tmp_path)  # 2 workers
     assert message.endswith(f'Unreadable or corrupt image: {broken}. Replace or '
-                                      'remove it (and its annotations).')
+                            'remove it (and its annotations).')
 
 
 def test_non_finite_loss_stops_and_is_never_saved():

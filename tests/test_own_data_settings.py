@@ -19,7 +19,7 @@ from evit_mm.data_checks import DataError, check_batch_labels, check_ignore_inde
 from evit_mm.runtime import DatasetMissingError, check_dataset, set_data_root
 
 from test_custom_data import (DET_CLASSES, SEG_CLASSES, TEMPLATES, assert_trained, coco_dataset,
-                              folder_dataset, train, train_error, user_config,
+                              folder_dataset, train, train_cli, train_error, user_config,
                               voc_dataset)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,7 +160,7 @@ def test_each_ignore_index_mismatch_names_the_setting(tmp_path, option, setting)
         f'The ignore index disagrees: train_dataloader.dataset.ignore_index=7 but {setting}')
     assert f'Set {name}' in str(err.value) and ' to 7 (the templates' in str(err.value)
     if key.startswith('model.decode_head'):  # and through the tool: one line, before training
-        result = train(config, option, cwd=tmp_path)
+        result = train_cli(config, option, cwd=tmp_path)
         assert result.returncode == 1
         lines = result.stderr.strip().splitlines()
         assert lines[-1] == f'[evit_mm train] {err.value}'
