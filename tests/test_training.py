@@ -125,6 +125,8 @@ def _test_and_draw(tmp_path: Path, work: Path, config: str, case: str, test_opti
     assert metrics[0] in line and f"{speed['fps']:.2f} FPS (cpu" in line and 'fused' in line
     assert Path(out_arg).exists()
     assert len(list((tmp_path / 'shown').rglob('*.jpg')) + list((tmp_path / 'shown').rglob('*.png'))) > 0
+    if case == 'retinanet':  # boxes are drawn by --show-dir above and by Mask R-CNN's demo
+        return
     image = next((tmp_path / 'data').rglob('*.jpg'))
     out = _run('image_demo.py', str(saved_config), str(final), str(image), '--out-file',
                str(tmp_path / 'drawn.png'), '--score-thr', '0.0', cwd=tmp_path)
