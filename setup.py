@@ -42,8 +42,9 @@ setup(
     packages=find_packages(include=['evit_mm', 'evit_mm.*']),
     python_requires='>=3.8',
     install_requires=[
-        # torch.serialization.safe_globals (2.5); mmcv 2.1 cannot be built with torch 2.14 (C++20)
-        'torch>=2.5,<2.14',
+        # OpenMMLab's prebuilt mmcv 2.1.0 wheels: torch 2.0/2.1; mmcv 2.1 cannot be built with
+        # torch 2.14 (C++20)
+        'torch>=2.0,<2.14',
         'mmengine>=0.10.0,<1.0.0',
         'mmcv>=2.0.0,<2.3.0',  # mmdet 3.x and mmseg 1.x themselves need mmcv < 2.2
         'numpy',

@@ -41,9 +41,15 @@ def _safe_globals() -> list:
 def safe_torch_load(path: str, map_location='cpu'):
     """``torch.load(weights_only=True)`` that also accepts the data types mmengine writes.
 
-    The allow-list is active only during this call; ``torch.load`` itself is unchanged.
+    The allow-list is active only during this call; ``torch.load`` itself is unchanged. torch
+    before 2.5 has no scoped allow-list: there, files holding only tensors load (the official
+    checkpoints, a ``state_dict``), and one with mmengine's other types is reported as
+    unreadable (mmengine itself reads it on that torch, which loads unrestricted by default).
     """
-    with torch.serialization.safe_globals(_safe_globals()):
+    safe_globals = getattr(torch.serialization, 'safe_globals', None)
+    if safe_globals is None:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    with safe_globals(_safe_globals()):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 

@@ -11,8 +11,9 @@ and numpy objects). Instead of switching weights-only off, this module
 * saves ``HistoryBuffer`` without its built-in statistics methods, which mmengine
   would pickle as functions that a weights-only load refuses.
 
-Importing this module turns the fix on for the whole process; ``import evit_mm``
-does not. Our ``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``
+Importing this module turns the fix on for the whole process where torch loads
+weights-only by default (2.6 and later; before that mmengine reads its checkpoints itself and
+nothing is changed); ``import evit_mm`` does not. Our ``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``
 import it; a project of your own opts in with::
 
     custom_imports = dict(imports=['evit_mm', 'evit_mm.compat'], allow_failed_imports=False)
@@ -20,10 +21,12 @@ import it; a project of your own opts in with::
 import os
 from typing import Optional
 
+import torch
 import torch.distributed as dist
 from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
+from mmengine.utils import digit_version
 
 from .checkpoint import read_checkpoint
 
@@ -60,8 +63,15 @@ def history_buffer_state(self: HistoryBuffer) -> dict:
     return state
 
 
+def needed() -> bool:
+    """torch >= 2.6: ``torch.load`` is weights-only by default."""
+    return digit_version(torch.__version__) >= digit_version('2.6.0')
+
+
 def enable() -> None:
-    """Turn the fix on (idempotent)."""
+    """Turn the fix on (idempotent); a no-op where it is not :func:`needed`."""
+    if not needed():
+        return
     HistoryBuffer.__getstate__ = history_buffer_state
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_weights_only, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),

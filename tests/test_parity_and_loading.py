@@ -220,3 +220,18 @@ def test_extract_state_dict_rejects_non_tensors():
         extract_state_dict({'model': {'a': 1}})
     with pytest.raises(CheckpointError, match="starts with 'backbone.'"):
         extract_state_dict({'state_dict': {'neck.x': torch.ones(1)}}, prefix='backbone')
+
+
+def test_torch_without_scoped_allow_list_reads_tensors_and_names_the_rest(tmp_path, monkeypatch):
+    """torch < 2.5 has no ``safe_globals``: tensor-only files still load weights-only, and an
+    mmengine runner checkpoint (numpy, HistoryBuffer) is named, not loaded unrestricted."""
+    from mmengine.logging import HistoryBuffer
+    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    plain, runner = tmp_path / 'plain.pth', tmp_path / 'runner.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, plain)
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'message_hub': HistoryBuffer(),
+                'meta': {'seed': np.int64(3)}}, runner)
+    assert torch.equal(read_checkpoint(str(plain))['state_dict']['w'], torch.ones(2))
+    with pytest.raises(CheckpointError, match=f'{runner} contains pickled Python objects other '
+                                              'than tensors'):
+        read_checkpoint(str(runner))

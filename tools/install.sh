@@ -29,7 +29,7 @@ for spec in sys.argv[1:]:
 PYEOF
 }
 
-# 1. torch: keep an existing compatible one (2.x below 2.14: mmcv 2.1.0 needs C++17).
+# 1. torch: keep an existing compatible one (2.0 to 2.13: mmcv 2.1.0 needs C++17).
 if "$PY" - <<'PYEOF' >/dev/null 2>&1
 import torch, sys
 major, minor = (int(v) for v in torch.__version__.split("+")[0].split(".")[:2])
@@ -41,6 +41,12 @@ else
   say "installing torch 2.13.0"
   "${PIP[@]}" "torch==2.13.0"
 fi
+# every later step keeps this torch: mmcv's compiled ops are built against it, and a package
+# that asked for another torch would break them (pip then stops instead of upgrading it)
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+"$PY" -c 'import torch; print("torch==" + torch.__version__)' > "$CONSTRAINTS"
+PIP+=(-c "$CONSTRAINTS")
 
 # 2. build tools mmcv's source build needs, and the pure-python stack.
 "$PY" - <<'PYEOF' >/dev/null 2>&1 || { say "installing build tools"; "${PIP[@]}" "setuptools>=77,<81" wheel ninja; }
