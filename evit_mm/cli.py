@@ -133,8 +133,21 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
     if runner.rank == 0:
         _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics,
                        speed_hook.speed)
-        print(summary_line('train', metrics, framework, speed_hook.speed, args.demo))
+        print(summary_line('train', metrics, framework, speed_hook.speed, args.demo)
+              + _checkpoint_note(cfg.work_dir))
     return metrics
+
+
+def _checkpoint_note(work_dir: str) -> str:
+    """`` | checkpoint: PATH`` of the run's last checkpoint (relative to the current folder when
+    inside it), for the commands that follow a training."""
+    marker = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(marker):
+        return ''
+    with open(marker) as f:
+        path = f.read().strip()
+    relative = osp.relpath(path)
+    return f' | checkpoint: {path if relative.startswith(os.pardir) else relative}'
 
 
 def _has_pretrained_backbone(cfg: Config) -> bool:

@@ -64,6 +64,10 @@ def _losses(work_dir: Path) -> dict:
     return losses
 
 
+def final_checkpoint(case: str) -> str:
+    return 'iter_4.pth' if case == 'fpn' else 'epoch_2.pth'
+
+
 @pytest.mark.parametrize('case', list(CASES))
 def test_train_kill_resume_test_and_draw(tmp_path, case):
     config, length, checkpoint, extra, test_options, metrics = CASES[case]
@@ -78,6 +82,7 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
     last = out.strip().splitlines()[-1]  # the metric and the FPS of the final evaluation
     assert last.startswith('[evit_mm train] ') and ' on synthetic demo data, not COCO/ADE20K | ' \
         in last and re.search(r'\| \d+\.\d\d FPS \(cpu, ', last), last
+    assert last.endswith(f' | checkpoint: full/{final_checkpoint(case)}')  # relative to the cwd
     assert 'Backbone trained from scratch' in out
     full = _losses(tmp_path / 'full')
     validated = json.loads((tmp_path / 'full' / 'val_metrics.json').read_text())
@@ -109,7 +114,7 @@ def test_train_kill_resume_test_and_draw(tmp_path, case):
 def _test_and_draw(tmp_path: Path, work: Path, config: str, case: str, test_options: list,
                    metrics: list) -> None:
     """Test the final checkpoint of ``work``: metrics, results file and drawings."""
-    final = work / ('epoch_2.pth' if case != 'fpn' else 'iter_4.pth')
+    final = work / final_checkpoint(case)
     saved_config = work / Path(config).name
     out_arg = str(tmp_path / ('results.pkl' if case != 'fpn' else 'preds'))
     out = _run('test.py', str(saved_config), str(final), '--work-dir', str(tmp_path / 'test'),
