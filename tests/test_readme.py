@@ -128,15 +128,15 @@ def test_commands_exist_with_their_flags(script, flags, helps):
 
 
 def test_deployment_figures_are_those_of_the_results_file():
-    """The README's per-precision tables are what ``deploy_speed.py --table`` makes of the
-    committed measurements (nothing typed in by hand)."""
+    """The model zoo's per-precision tables (docs/model_zoo.md) are what ``deploy_speed.py --table``
+    makes of the committed measurements (nothing typed in by hand)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location('deploy_speed',
                                                   REPO / 'benchmarks' / 'deploy_speed.py')
     deploy_speed = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(deploy_speed)
     start, end = deploy_speed.README_MARKS
-    section = (REPO / 'README.md').read_text().split(start, 1)[1].split(end, 1)[0]
+    section = (REPO / 'docs' / 'model_zoo.md').read_text().split(start, 1)[1].split(end, 1)[0]
     figures = json.loads((REPO / 'benchmarks/results/deploy_speed.json').read_text())
     tables = deploy_speed.markdown_tables(figures)
     assert section.strip() == tables.strip()
@@ -156,3 +156,58 @@ def test_license_and_citation_match_the_package():
     citation = yaml.safe_load((REPO / 'CITATION.cff').read_text())
     assert citation['license'] == 'Apache-2.0' and citation['version'] == __version__
     assert [r['title'].split(':')[0] for r in citation['references']] == ['EfficientViT', 'SHViT']
+
+
+# ---- each fact in one place: no passage of three or more sentences on two pages ----------------------
+SENTENCE_END = re.compile(r'(?<=[.!?])\s+(?=[A-Z`*(\[_"])')
+
+
+def _sentences(text: str):
+    """The prose sentences of a page, in order: code fences, tables, headings, HTML comments and list
+    markers removed, whitespace (line wrapping) collapsed."""
+    text = re.sub(r'(?ms)^```[\w-]*\n.*?^```$', '\n', text)
+    text = re.sub(r'(?s)<!--.*?-->', '\n', text)
+    prose = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(('|', '#', '![')):
+            line = ''
+        prose.append(re.sub(r'^(?:[*-]|\d+\.)\s+', '', line))
+    sentences = []
+    for paragraph in re.split(r'\n\s*\n', '\n'.join(prose)):
+        paragraph = ' '.join(paragraph.split())
+        sentences += [s for s in SENTENCE_END.split(paragraph) if s]
+    return sentences
+
+
+def repeated_passages(pages: dict, run: int = 3):
+    """``(page, other page, passage)`` for every ``run`` consecutive sentences of one page that
+    appear, consecutive and in the same order, on another page."""
+    first_seen = {}
+    repeats = []
+    for name, text in pages.items():
+        sentences = _sentences(text)
+        for i in range(len(sentences) - run + 1):
+            passage = tuple(sentences[i:i + run])
+            other = first_seen.setdefault(passage, name)
+            if other != name:
+                repeats.append((other, name, ' '.join(passage)))
+    return repeats
+
+
+def test_no_passage_repeated_across_docs():
+    pages = {page.relative_to(REPO).as_posix(): page.read_text() for page in PAGES}
+    repeats = repeated_passages(pages)
+    assert not repeats, 'passages on two pages (keep them in one and link to it):\n' + '\n'.join(
+        f'{a} and {b}: {passage[:300]}' for a, b, passage in repeats)
+
+
+def test_repeated_passage_check_finds_a_copied_paragraph():
+    paragraph = ('The first sentence names a fact. The second one adds a detail, e.g. a number like '
+                 '1.5. The third sentence ends the paragraph.')
+    pages = {'a.md': f'# A\n\nSomething else.\n\n{paragraph}\n', 'b.md': f'Intro here.\n\n{paragraph}\n'}
+    assert [(a, b) for a, b, _ in repeated_passages(pages)] == [('a.md', 'b.md')]
+    rewrapped = paragraph.replace('. ', '.\n', 1)  # line wrapping does not hide a copy
+    assert repeated_passages({'a.md': paragraph, 'b.md': rewrapped})
+    two = 'The first sentence names a fact. The third sentence ends the paragraph.'
+    assert not repeated_passages({'a.md': paragraph, 'b.md': two})
