@@ -264,11 +264,12 @@ def _not_run(reason: str) -> str:
 
 
 def markdown_tables(figures: dict) -> str:
-    """The speed table (with ONNX Runtime int8's graph) and the demo-metric table of the
-    results file, as the README and docs/benchmarks.md show them."""
+    """The speed table and the demo-metric table of the results file, as docs/model_zoo.md
+    shows them: the runtimes and precisions the deploy configs offer (ONNX Runtime int8, which
+    none offers, stays in the results file and docs/benchmarks.md's text)."""
     cases = [name for name in CASES if name in figures['cases']]
-    lines = ['| model, input | CPU (flags) ' + HEADER[0] + ' ONNX Runtime int8 graph vs f32 graph |',
-             '|---|---' + HEADER[1] + '---|']
+    lines = ['| model, input | CPU (flags) ' + HEADER[0],
+             '|---|---' + HEADER[1]]
     for name in cases:
         case = figures['cases'][name]
         env = case['env']
@@ -278,8 +279,6 @@ def markdown_tables(figures: dict) -> str:
                 cells.append(f"{case['ms'][runtime]:.0f} ms: {case['speedup'][runtime]:.2f}x")
             else:
                 cells.append(_not_run(case.get('not_run', {}).get(runtime, '')))
-        graph = case.get('graph_speedup', {}).get('onnxruntime int8')
-        cells.append(f'{graph:.2f}x' if graph else '–')
         flags = ', '.join(env.get('cpu_flags', [])) or 'not recorded'
         lines.append(f"| {LABELS[name]}, {case['shape'][0]}x{case['shape'][1]} | "
                      f"{env['device_name']} ({flags}) | " + ' | '.join(cells) + ' |')
