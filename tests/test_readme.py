@@ -211,3 +211,25 @@ def test_repeated_passage_check_finds_a_copied_paragraph():
     assert repeated_passages({'a.md': paragraph, 'b.md': rewrapped})
     two = 'The first sentence names a fact. The third sentence ends the paragraph.'
     assert not repeated_passages({'a.md': paragraph, 'b.md': two})
+
+
+def test_next_block_names_what_the_main_job_writes(tmp_path):
+    """The README's "next" commands name the main job's work dir, config copy, last checkpoint and
+    a demo val image exactly as ``tools/train.py ... --demo`` writes them (the block itself runs
+    after a real main job: outside this suite, it takes minutes)."""
+    from evit_mm.config import load_config
+    from evit_mm.runtime import DEMO_ROOT, apply_demo
+    readme = (REPO / 'README.md').read_text()
+    main = re.search(r'python (tools/train\.py (\S+) --demo)\n', readme)
+    config = main[2]
+    block = readme.split('## Next:', 1)[1].split('\n## ', 1)[0]
+    cfg = load_config(REPO / config)
+    apply_demo(cfg, 'mmdet', root=str(tmp_path / DEMO_ROOT))
+    work_dir = f'work_dirs/{Path(config).stem}_demo'  # tools/train.py's default for --demo
+    checkpoint = f'{work_dir}/epoch_{cfg.train_cfg.max_epochs}.pth'
+    image = Path(cfg.val_dataloader.dataset.data_root).relative_to(tmp_path) / \
+        cfg.val_dataloader.dataset.data_prefix.img / '000000.jpg'
+    assert (tmp_path / image).is_file()
+    named = set(re.findall(r'(?:work_dirs|data)/[\w./-]+', block))
+    assert {checkpoint, f'{work_dir}/{Path(config).name}', str(image)} <= named, named
+    assert all(path.startswith((work_dir, str(image), 'work_dirs/deploy_')) for path in named), named
