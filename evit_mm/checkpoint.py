@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import pickle
+import re
 import urllib.error
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -43,8 +44,9 @@ def safe_torch_load(path: str, map_location='cpu'):
 
     The allow-list is active only during this call; ``torch.load`` itself is unchanged. torch
     before 2.5 has no scoped allow-list: there, files holding only tensors load (the official
-    checkpoints, a ``state_dict``), and one with mmengine's other types is reported as
-    unreadable (mmengine itself reads it on that torch, which loads unrestricted by default).
+    checkpoints, a ``state_dict``), and a runner checkpoint with mmengine's other types is
+    refused with the way to re-save its weights (mmengine's own ``load_from``/``--resume`` read
+    it on that torch, which loads unrestricted by default).
     """
     safe_globals = getattr(torch.serialization, 'safe_globals', None)
     if safe_globals is None:
@@ -89,7 +91,7 @@ def read_checkpoint(source: str, map_location='cpu', model_dir: Optional[str] = 
     try:
         checkpoint = safe_torch_load(path, map_location)
     except pickle.UnpicklingError as exc:
-        if 'unsupported global' in str(exc).lower():
+        if re.search(r'unsupported (global|class)', str(exc), re.I):  # torch >= 2.4 / older
             raise CheckpointError(
                 f'{path} contains pickled Python objects other than tensors and plain data, '
                 f'so it is not loaded (weights_only=True protects against code in downloaded '

@@ -134,19 +134,20 @@ def train_main(argv: Optional[List[str]] = None) -> dict:
         _write_metrics(osp.join(cfg.work_dir, 'val_metrics.json'), args, metrics,
                        speed_hook.speed)
         print(summary_line('train', metrics, framework, speed_hook.speed, args.demo)
-              + _checkpoint_note(cfg.work_dir))
+              + _checkpoint_note(runner))
     return metrics
 
 
-def _checkpoint_note(work_dir: str) -> str:
-    """`` | checkpoint: PATH`` of the run's last checkpoint (relative to the current folder when
-    inside it), for the commands that follow a training."""
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if not osp.isfile(marker):
+def _checkpoint_note(runner) -> str:
+    """`` | checkpoint: PATH`` of the checkpoint this run saved last (relative to the current
+    folder when it is a local file inside it), for the commands that follow a training."""
+    path = runner.message_hub.get_info('last_ckpt')
+    if not path:
         return ''
-    with open(marker) as f:
-        path = f.read().strip()
-    relative = osp.relpath(path)
+    try:
+        relative = osp.relpath(path) if osp.isabs(path) else path
+    except ValueError:  # another drive
+        relative = path
     return f' | checkpoint: {path if relative.startswith(os.pardir) else relative}'
 
 

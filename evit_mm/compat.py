@@ -11,9 +11,9 @@ and numpy objects). Instead of switching weights-only off, this module
 * saves ``HistoryBuffer`` without its built-in statistics methods, which mmengine
   would pickle as functions that a weights-only load refuses.
 
-Importing this module turns the fix on for the whole process where torch loads
-weights-only by default (2.6 and later; before that mmengine reads its checkpoints itself and
-nothing is changed); ``import evit_mm`` does not. Our ``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``
+Importing this module turns the fix on for the whole process (the loaders only where torch
+loads weights-only by default, 2.6 and later: before that mmengine reads its checkpoints
+itself); ``import evit_mm`` does not. Our ``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``
 import it; a project of your own opts in with::
 
     custom_imports = dict(imports=['evit_mm', 'evit_mm.compat'], allow_failed_imports=False)
@@ -26,7 +26,7 @@ import torch.distributed as dist
 from mmengine.dist import get_dist_info
 from mmengine.logging import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
-from mmengine.utils import digit_version
+from packaging.version import Version
 
 from .checkpoint import read_checkpoint
 
@@ -64,15 +64,17 @@ def history_buffer_state(self: HistoryBuffer) -> dict:
 
 
 def needed() -> bool:
-    """torch >= 2.6: ``torch.load`` is weights-only by default."""
-    return digit_version(torch.__version__) >= digit_version('2.6.0')
+    """torch >= 2.6 (pre-releases included): ``torch.load`` is weights-only by default."""
+    return Version(torch.__version__).release >= (2, 6)
 
 
 def enable() -> None:
-    """Turn the fix on (idempotent); a no-op where it is not :func:`needed`."""
+    """Turn the fix on (idempotent). Checkpoints are saved without pickled functions on every
+    torch (so a run trained on torch 2.5 resumes on 2.6); the weights-only loaders are
+    registered where torch loads weights-only by default (:func:`needed`)."""
+    HistoryBuffer.__getstate__ = history_buffer_state
     if not needed():
         return
-    HistoryBuffer.__getstate__ = history_buffer_state
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_weights_only, force=True)
     CheckpointLoader.register_scheme(prefixes=('http://', 'https://'),
                                      loader=load_http_weights_only, force=True)

@@ -114,12 +114,13 @@ def read_config(path: str) -> Config:
     times."""
     if not osp.isfile(path):
         raise ConfigError(f'Config file not found: {path}.')
-    return copy.deepcopy(_parsed(osp.abspath(path), Path(path).read_text()))
+    return copy.deepcopy(_parsed(osp.abspath(path), Path(path).read_bytes()))
 
 
 @lru_cache(maxsize=64)
-def _parsed(path: str, text: str) -> Config:
-    """``Config.fromfile(path)``, once per path and text (``text`` is the cache key)."""
+def _parsed(path: str, content: bytes) -> Config:
+    """``Config.fromfile(path)``, once per path and content (the cache key; a ``_base_`` file
+    edited while one process runs is not read again)."""
     try:
         return Config.fromfile(path)
     except ModuleNotFoundError as exc:  # mmengine: "<package> is not installed" for a pkg:: base

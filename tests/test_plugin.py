@@ -83,8 +83,8 @@ print(json.dumps([plain, snapshot()]))
     assert result.returncode == 0, result.stderr[-3000:]
     plain, enabled = json.loads(result.stdout.strip().splitlines()[-1])
     changed = {k for k in plain if plain[k] != enabled[k]}
-    if torch_version == '2.1.0':
-        assert changed == set()
+    if torch_version == '2.1.0':  # saved without functions; mmengine's loaders kept
+        assert changed == {'HistoryBuffer.__getstate__'}
         return
     assert changed == {'schemes', 'HistoryBuffer.__getstate__'}
     assert enabled['schemes'][''].startswith('evit_mm.compat.load_local_weights_only')
