@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 "$PY" -m venv "$VENV"
 pip=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 "${pip[@]}" "torch==2.1.2" "numpy<2" "setuptools>=77,<81" wheel ninja
-echo "torch==2.1.2" > "$VENV/constraints.txt"
+printf 'torch==2.1.2\nnumpy<2\n' > "$VENV/constraints.txt"  # torch 2.1 is built against numpy 1.x
 pip+=(-c "$VENV/constraints.txt")
 "${pip[@]}" "mmengine==0.10.7" ftfy regex pytest pytest-xdist
 MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "${pip[@]}" --no-build-isolation "mmcv==2.1.0"
