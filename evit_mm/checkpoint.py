@@ -13,6 +13,7 @@ Nothing here knows a model family; :mod:`evit_mm.models.pretrained` adds that.
 """
 import argparse
 import collections
+import contextlib
 import os
 import pickle
 import re
@@ -49,9 +50,7 @@ def safe_torch_load(path: str, map_location='cpu'):
     it on that torch, which loads unrestricted by default).
     """
     safe_globals = getattr(torch.serialization, 'safe_globals', None)
-    if safe_globals is None:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    with safe_globals(_safe_globals()):
+    with safe_globals(_safe_globals()) if safe_globals else contextlib.nullcontext():
         return torch.load(path, map_location=map_location, weights_only=True)
 
 

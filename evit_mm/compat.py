@@ -13,8 +13,8 @@ and numpy objects). Instead of switching weights-only off, this module
 
 Importing this module turns the fix on for the whole process (the loaders only where torch
 loads weights-only by default, 2.6 and later: before that mmengine reads its checkpoints
-itself); ``import evit_mm`` does not. Our ``tools/train.py``, ``tools/test.py`` and ``tools/image_demo.py``
-import it; a project of your own opts in with::
+itself); ``import evit_mm`` does not. Our ``tools/train.py``, ``tools/test.py`` and
+``tools/image_demo.py`` import it; a project of your own opts in with::
 
     custom_imports = dict(imports=['evit_mm', 'evit_mm.compat'], allow_failed_imports=False)
 """

@@ -67,13 +67,18 @@ def train_cli(config: Path, *options: str, cwd: Path) -> subprocess.CompletedPro
         cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
+def _argv(config: Path, options, cwd: Path, extra) -> list:
+    """``tools/train.py``'s arguments for a run in ``cwd/work`` without downloads."""
+    return [str(config), '--work-dir', str(cwd / 'work'), *extra, '--cfg-options', *NO_DOWNLOAD,
+            *options]
+
+
 def train(config: Path, *options: str, cwd: Path, extra=()) -> subprocess.CompletedProcess:
     """What ``tools/train.py`` does and prints, run in this process (no interpreter start-up):
     exit status, and the output of the run (mmengine's log included). The visualizer gets a
     name of its own: mmengine keeps one instance per name in a process, writing to the work dir
     of the run that made it."""
-    argv = [str(config), '--work-dir', str(cwd / 'work'), *extra, '--cfg-options', *NO_DOWNLOAD,
-            f'visualizer.name=visualizer_{uuid.uuid4().hex}', *options]
+    argv = _argv(config, [f'visualizer.name=visualizer_{uuid.uuid4().hex}', *options], cwd, extra)
     stdout, stderr = io.StringIO(), io.StringIO()
     returncode = 0
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
@@ -89,8 +94,7 @@ def train_error(config: Path, *options: str, cwd: Path, extra=()) -> str:
     """Train in this process (no interpreter start-up) a config that must stop with a user error;
     return the message ``tools/train.py`` exits with."""
     with pytest.raises(SystemExit) as stopped:
-        train_main([str(config), '--work-dir', str(cwd / 'work'), *extra, '--cfg-options',
-                    *NO_DOWNLOAD, *options])
+        train_main(_argv(config, options, cwd, extra))
     return str(stopped.value.code)
 
 
