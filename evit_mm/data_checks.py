@@ -19,7 +19,7 @@ from mmengine.logging import print_log
 from mmengine.registry import DATASETS
 
 from .errors import DataError
-from .runtime import iter_datasets
+from .runtime import iter_datasets, spread_indices
 
 MAX_LISTED = 10
 SEG_LABEL_SAMPLES = 20
@@ -137,8 +137,8 @@ def check_segmentation_labels(dataset, num_classes: int, loader: str,
     """Label maps of a sample of images may hold only class indices or the ignore index."""
     ignore = getattr(dataset, 'ignore_index', 255)
     reduce_zero = getattr(dataset, 'reduce_zero_label', False)
-    for index in np.linspace(0, len(dataset) - 1, min(samples, len(dataset))).astype(int):
-        path = dataset.get_data_info(int(index))['seg_map_path']
+    for index in spread_indices(len(dataset), samples):
+        path = dataset.get_data_info(index)['seg_map_path']
         label = cv2.imread(path, cv2.IMREAD_UNCHANGED)
         if label is None:
             raise DataError(f'{loader}: label map {path} cannot be read (missing or corrupt).')

@@ -2,6 +2,8 @@
 import os
 from typing import Iterator, List, Optional, Sequence, Tuple
 
+import numpy as np
+
 from mmengine.config import Config, ConfigDict
 
 from .demo_data import DET_OBJECTS, make_ade20k_demo, make_coco_demo
@@ -38,6 +40,14 @@ def iter_datasets(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:
         dataset = (cfg.get(loader) or {}).get('dataset')
         if dataset is not None:
             yield from ((loader, leaf) for leaf in _leaf_datasets(dataset))
+
+
+def spread_indices(length: int, count: int) -> List[int]:
+    """``count`` indices spread evenly over ``range(length)``, first and last included (all
+    of them when ``count >= length``)."""
+    if length <= 0 or count <= 0:
+        return []
+    return [int(i) for i in np.unique(np.linspace(0, length - 1, min(count, length)).astype(int))]
 
 
 def iter_evaluators(cfg: Config) -> Iterator[Tuple[str, ConfigDict]]:

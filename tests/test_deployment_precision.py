@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -144,7 +145,7 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     deploy_cfg = tmp_path / 'int8.py'
     deploy_cfg.write_text(f"_base_ = ['{DEPLOY / 'segmentation_openvino-int8_static-512x512.py'}']"
                           "\nonnx_config = dict(input_shape=[128, 128])\n"
-                          "calib_config = dict(num_images=4)\n")
+                          "calib_config = dict(num_images=4, method='ptq')\n")
     image = str(next((data / 'images/validation').glob('*.jpg')))
     argv = [str(deploy_cfg), str(config), weights['fpn'], image, '--work-dir',
             str(tmp_path / 'out'), '--iters', '1', '--max-metric-drop']
@@ -155,6 +156,7 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     record = json.loads((tmp_path / 'out/deploy_record.json').read_text())
     assert record['metric_check']['ok'] is False
     assert record['precision'] == 'int8' and len(record['calibration_images']) == 4
+    assert record['quantization'] == dict(method='ptq')
     assert all(Path(p).parent == data / 'images/validation' for p in record['calibration_images'])
     xml = Path(record['files']['openvino_xml'])
     assert xml.name == 'end2end_int8.xml' and 'FakeQuantize' in xml.read_text()
@@ -182,13 +184,20 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
         name: tmp_path / 'out' / f'output_{name}.jpg' for name in ('pytorch', 'openvino')}
     assert all(Path(path).is_file() for path in record['drawn'].values())
     assert _quantized_layers(xml, 'backbone') > 0 and record['calib_config']['num_images'] == 4
-    # calib_config.ignored_scope keeps those layers in float; one that matches nothing: one line
+    # calib_config.ignored_scope keeps those layers in float; one that matches nothing: one line.
+    # The default method, accuracy control, validates on the val split (here the 6 test images)
     kept = tmp_path / 'int8_float_backbone.py'
     kept.write_text(deploy_cfg.read_text().replace(
-        'num_images=4)', "num_images=4, ignored_scope=dict(patterns=['.*backbone.*']))"))
+        "num_images=4, method='ptq')",
+        "num_images=4, ignored_scope=dict(patterns=['.*backbone.*']))"))
     # within the accepted drop: the record comes back
     partial = run_deploy(tmp_path / 'kept', str(kept), *argv[1:4], '--max-metric-drop', '100')
     assert partial.record['metric_check']['ok'] is True
+    control = partial.record['quantization']
+    assert control['method'] == 'accuracy_control' and control['validation_images'] == 6
+    assert control['max_drop'] == 100 and set(control['float_metrics']) == {'mIoU'}
+    assert control['steps'] == [] and control['kept_in_float'] == []  # the drop held at once
+    assert isinstance(control['quantized_drop'], float)
     assert partial.record['precision'] == 'int8'
     quantized = Path(partial.record['files']['openvino_xml'])
     # left: only the backbone's outputs, quantized where the neck reads them
@@ -414,3 +423,91 @@ def test_deployment_test_tool_takes_batches(tmp_path, deployed):
     assert str(exit_info.value.code) == (
         '[evit_mm test] --batch-size 2, but a static deploy config exports a graph for batch 1: '
         'use --batch-size 1 or a dynamic deploy config (configs/deploy/*_dynamic.py).')
+
+
+def _tiny_ir(path: Path) -> str:
+    """A three-convolution float model as an OpenVINO IR (input ``input``), seeded."""
+    import openvino as ov
+    from evit_mm.deployment.backends import legacy_onnx_exporter
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 4, 1)).eval()
+    onnx_file = str(path.with_suffix('.onnx'))
+    with legacy_onnx_exporter():
+        torch.onnx.export(model, (torch.randn(1, 3, 24, 24),), onnx_file, input_names=['input'],
+                          output_names=['output'], opset_version=11)
+    ov.save_model(ov.convert_model(onnx_file), str(path), compress_to_fp16=False)
+    return str(path)
+
+
+def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp_path):
+    """quantize_int8 under NNCF's accuracy control, with a score that every quantized
+    operation costs (the relative error of the outputs, in points): the fully quantized model
+    loses more than accepted, operations go back to float until the drop holds, and the report
+    (read from NNCF's log) lists them with the drop of each step."""
+    import openvino as ov
+    from evit_mm.deployment.quantize import AccuracyControl, quantize_int8
+    xml = _tiny_ir(tmp_path / 'tiny.xml')
+    rng = np.random.RandomState(0)
+    inputs = [torch.from_numpy(rng.randn(1, 3, 24, 24).astype(np.float32)) for _ in range(8)]
+    reference = ov.Core().compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    expected = [reference(x.numpy())[0] for x in inputs]
+
+    def validate(compiled, items, each=False):
+        errors = [100 * np.abs(compiled(inputs[i].numpy())[0] - expected[i]).mean()
+                  / np.abs(expected[i]).mean() for i in items]
+        return 100 - float(np.mean(errors)), ([-e for e in errors] if each else None)
+
+    def prepare(index):
+        return dict(inputs=inputs[int(index)], data_samples=[])
+
+    plain = quantize_int8(xml, list(range(8)), prepare, str(tmp_path / 'ptq.xml'))
+    assert plain == dict(method='ptq', file=str(tmp_path / 'ptq.xml'))
+    full_drop = 100 - validate(ov.Core().compile_model(plain['file'], 'CPU', {
+        'INFERENCE_PRECISION_HINT': 'f32'}), range(8))[0]
+    max_drop = 0.8 * full_drop  # one or two operations back in float meet it, not zero
+    report = quantize_int8(xml, list(range(8)), prepare, str(tmp_path / 'ac.xml'),
+                           accuracy=AccuracyControl(validate, list(range(8)), max_drop,
+                                                    dict(score=0.0), ranking_images=4))
+    assert report['method'] == 'accuracy_control' and report['validation_images'] == 8
+    assert report['quantized_drop'] == pytest.approx(full_drop, rel=1e-3)
+    assert report['quantized_drop'] > max_drop and report['steps']
+    assert all(step['put_back_in_float'] for step in report['steps'])
+    assert report['steps'][-1]['drop'] <= max_drop < report['quantized_drop']
+    assert report['kept_in_float'] and set(report['kept_in_float']) <= {
+        name for step in report['steps'] for name in step['put_back_in_float']}
+    kept = ov.Core().compile_model(report['file'], 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    final_drop = 100 - validate(kept, range(8))[0]
+    assert final_drop == pytest.approx(report['steps'][-1]['drop'], abs=1e-3)
+    assert (_quantized_layers(Path(report['file']), '') <
+            _quantized_layers(Path(plain['file']), ''))
+
+
+def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path, deployed):
+    """--metric-images 2 of the 4 test images: the metric of exactly those two (mmdet's
+    CocoMetric would also count the other images' objects as missed), as with an annotation
+    file that holds only them; the record and the summary say how many were used."""
+    from evit_mm.deployment.evaluate import main as test_main
+    exported = deployed('detection_onnxruntime_dynamic.py')
+    config = _pseudo_labelled_config(tmp_path, exported, (160, 120))  # mAP well above 0
+    coco = json.loads((tmp_path / 'pseudo.json').read_text())
+    assert len(coco['images']) == 4
+    kept = {coco['images'][0]['id'], coco['images'][3]['id']}  # 2 of 4, spread evenly
+    (tmp_path / 'two.json').write_text(json.dumps(dict(
+        coco, images=[i for i in coco['images'] if i['id'] in kept],
+        annotations=[a for a in coco['annotations'] if a['image_id'] in kept])))
+    two = tmp_path / 'two.py'
+    two.write_text(f"_base_ = '{config}'\n"
+                   f"test_dataloader = dict(dataset=dict(ann_file='{tmp_path}/two.json'))\n"
+                   f"test_evaluator = dict(ann_file='{tmp_path}/two.json')\n")
+    argv = [exported.deploy_cfg, '--model', exported.record['files']['onnx']]
+    sampled = test_main([argv[0], str(config), *argv[1:], '--metric-images', '2',
+                         '--work-dir', str(tmp_path / 'sampled')])
+    alone = test_main([argv[0], str(two), *argv[1:], '--work-dir', str(tmp_path / 'alone')])
+    whole = test_main([argv[0], str(config), *argv[1:], '--work-dir', str(tmp_path / 'whole')])
+    assert sampled['images'] == '2 of 4 test images, spread evenly'
+    assert alone['images'] == 'all 2 test images' and whole['images'] == 'all 4 test images'
+    assert sampled['metrics']['coco/bbox_mAP'] == pytest.approx(alone['metrics']['coco/bbox_mAP'])
+    assert sampled['metrics']['coco/bbox_mAP'] > 0.05
+    assert sampled['speed']['images_timed'] <= 2

@@ -22,7 +22,7 @@ import os
 import os.path as osp
 import sys
 import warnings
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -61,11 +61,12 @@ def require(*modules: str) -> None:
 
 
 @contextlib.contextmanager
-def quiet(log_file: str, verbose: bool = False) -> Iterator[None]:
+def quiet(log_file: str, verbose: bool = False) -> Iterator[Callable[[str], None]]:
     """Send everything printed inside the block (mmengine's and mmdeploy's INFO lines, tracer
-    warnings, the runtimes' own output) to ``log_file``; ``verbose`` leaves it on screen."""
+    warnings, the runtimes' own output) to ``log_file``; ``verbose`` leaves it on screen.
+    Yields ``say(text)``, which prints a line on the screen from inside the block."""
     if verbose:
-        yield
+        yield functools.partial(print, flush=True)
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -75,7 +76,7 @@ def quiet(log_file: str, verbose: bool = False) -> Iterator[None]:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:
-            yield
+            yield lambda text: os.write(saved[0], f'{text}\n'.encode())
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -206,23 +207,27 @@ class ONNXRuntimeRunner(BackendRunner):
         return self.session.run(self.output_names, feed)
 
 
-class OpenVINORunner(BackendRunner):
+def compile_openvino(model_file: str, threads: int, precision: str = 'f32'):
     """An ONNX or OpenVINO IR file compiled by OpenVINO for the CPU, at the inference
     precision the IR names (:func:`set_precision_hint`), else ``precision`` (f32 for int8:
     its layers left in float). Explicit, since on CPUs with bf16 units (AMX, AVX512-BF16)
     OpenVINO otherwise computes in bfloat16."""
+    import openvino as ov
+    core = ov.Core()
+    model = core.read_model(model_file)
+    hint = precision_hint(model) or OPENVINO_PRECISION[precision]
+    return core.compile_model(model, 'CPU', {
+        'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
+        'INFERENCE_PRECISION_HINT': hint})
 
-    def __init__(self, model_file: str, output_names: Sequence[str], threads: int,
-                 precision: str = 'f32') -> None:
+
+class OpenVINORunner(BackendRunner):
+    """A model compiled by OpenVINO (``openvino.CompiledModel``)."""
+
+    def __init__(self, compiled, output_names: Sequence[str]) -> None:
         super().__init__(output_names)
-        import openvino as ov
-        core = ov.Core()
-        model = core.read_model(model_file)
-        hint = precision_hint(model) or OPENVINO_PRECISION[precision]
-        self.compiled = core.compile_model(model, 'CPU', {
-            'INFERENCE_NUM_THREADS': threads, 'PERFORMANCE_HINT': 'LATENCY',
-            'INFERENCE_PRECISION_HINT': hint})
-        self.request = self.compiled.create_infer_request()
+        self.compiled = compiled
+        self.request = compiled.create_infer_request()
 
     def run(self, feed: Dict[str, np.ndarray]) -> List[np.ndarray]:
         results = self.request.infer(feed)
@@ -279,7 +284,7 @@ def make_runner(backend: str, model_file: str, output_names: Sequence[str], thre
                 precision: str = 'f32', spinning: bool = True) -> BackendRunner:
     require(backend)
     if backend == 'openvino':
-        return OpenVINORunner(model_file, output_names, threads, precision)
+        return OpenVINORunner(compile_openvino(model_file, threads, precision), output_names)
     return ONNXRuntimeRunner(model_file, output_names, threads, spinning)
 
 
@@ -349,20 +354,21 @@ def check_batch(inputs: torch.Tensor, limit: Optional[str]) -> None:
 
 class BackendSegmentor(BaseModel):
     """The exported logits, post-processed by mmseg exactly like the PyTorch segmentor
-    (crop the padding, bilinear resize to the image's size, argmax)."""
+    (crop the padding, bilinear resize to the image's size, argmax). The runner is
+    ``wrapper``, as in mmdeploy's end-to-end models."""
 
     def __init__(self, runner: BackendRunner, segmentor: nn.Module,
                  batch_limit: Optional[str]) -> None:
         super().__init__(data_preprocessor=copy.deepcopy(segmentor.data_preprocessor))
-        self.runner = runner
+        self.wrapper = runner
         self.batch_limit = batch_limit
         self.postprocess_result = segmentor.postprocess_result  # no network inside
 
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
         check_batch(inputs, self.batch_limit)
-        logits = self.runner(graph_feed(inputs, data_samples, detector=False))[
-            self.runner.output_names[0]]
+        logits = self.wrapper(graph_feed(inputs, data_samples, detector=False))[
+            self.wrapper.output_names[0]]
         return self.postprocess_result(logits, data_samples)
 
 
@@ -373,11 +379,20 @@ def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[s
     config's backend: mmdeploy's detection post-processing (boxes clipped to each image) or
     mmseg's segmentation post-processing (from ``torch_model``, else a model built from
     ``model_cfg``)."""
-    from mmdeploy.utils import Backend, get_codebase_config, get_onnx_config
-    backend, limit = backend_of(deploy_cfg), batch_limit(deploy_cfg)
+    from mmdeploy.utils import get_onnx_config
     check_model_precision(files[0], deploy_cfg)
-    runner = make_runner(backend, files[0], get_onnx_config(deploy_cfg)['output_names'],
-                         threads, precision_of(deploy_cfg), spinning)
+    runner = make_runner(backend_of(deploy_cfg), files[0],
+                         get_onnx_config(deploy_cfg)['output_names'], threads,
+                         precision_of(deploy_cfg), spinning)
+    return backend_model_around(runner, model_cfg, deploy_cfg, torch_model)
+
+
+def backend_model_around(runner: BackendRunner, model_cfg: Config, deploy_cfg: Config,
+                         torch_model: Optional[nn.Module] = None) -> nn.Module:
+    """The end-to-end model of :func:`build_backend_model` on a runner already built; its
+    ``wrapper`` is the runner (and may be replaced by another of the same graph)."""
+    from mmdeploy.utils import Backend, get_codebase_config
+    backend, limit = backend_of(deploy_cfg), batch_limit(deploy_cfg)
     if get_codebase_config(deploy_cfg).get('type') == 'mmseg':
         check_segmentation_output(deploy_cfg)
         segmentor = torch_model if torch_model is not None else build_model(model_cfg)

@@ -5,7 +5,7 @@ The command line of mmdeploy's deploy tool (missing from its wheel)::
     python tools/deployment/deploy.py DEPLOY_CFG MODEL_CFG CHECKPOINT IMAGE --work-dir DIR \\
         [--device cpu] [--test-img IMG ...] [--calib-dataset-cfg CFG] [--dump-info]
         [--iters N] [--threads T] [--allow-empty] [--max-metric-drop POINTS]
-        [--accept-unchecked] [--verbose]
+        [--metric-images N] [--accept-unchecked] [--verbose]
 
 Exports the fused model through mmdeploy's API to ``DIR/end2end.onnx`` (OpenVINO
 configs also get ``DIR/end2end.xml/.bin``; int8 configs a quantized IR), runs PyTorch
@@ -14,7 +14,9 @@ and the backend on IMAGE (and every ``--test-img``), draws both
 and writes ``DIR/deploy_record.json``. Float32 configs must give PyTorch's results
 (:mod:`.parity`); bf16 and int8 configs must keep the metrics on the model config's
 test set (bbox and segm mAP for Mask R-CNN) within the accepted drop, against PyTorch
-evaluated with the model config's own test pipeline. Either failure exits non-zero, record
+evaluated with the model config's own test pipeline, on at most ``--metric-images`` test
+images spread evenly (500 by default; the time it will take is printed before it starts).
+Either failure exits non-zero, record
 kept; without a test set, bf16 and int8 stop before the export unless
 ``--accept-unchecked``. A static config at another scale than the model's test scale gets
 a note before the run. Everything mmdeploy, mmengine and the runtimes print goes to
@@ -27,6 +29,7 @@ import functools
 import json
 import os
 import os.path as osp
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Dict, Iterator, List, Optional, Union
 
@@ -39,17 +42,21 @@ from mmengine.registry import DefaultScope
 from ..config import framework_of, load_config
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
-from ..runtime import check_dataset, iter_datasets
+from ..runtime import check_dataset, iter_datasets, spread_indices
 from ..timing import environment, summarize, time_interleaved
-from .backends import (build_backend_model, export_end2end, model_precision, quiet, require,
-                       save_openvino_model, set_precision_hint)
+from .backends import (OpenVINORunner, backend_model_around, build_backend_model,
+                       compile_openvino, export_end2end, model_precision, quiet, require, save_openvino_model,
+                       set_precision_hint)
 from .deploy_config import (backend_of, check_task, input_shape_of, max_metric_drop,
                             precision_of, read_deploy_config)
-from .evaluate import (evaluation_config, main_metrics, reference_config, run_test,
+from .evaluate import (DEFAULT_METRIC_IMAGES, ImageEvaluator, TestImages, evaluation_config,
+                       main_metrics, reference_config, run_test, sample_test_images,
                        static_scale_note)
 from .parity import ParityError, Tolerances, compare_results, max_per_img_of
-from .quantize import (DEFAULT_CALIBRATION_IMAGES, calibration_dataset_cfg, calibration_images,
-                       precision_support, quantize_int8)
+from .quantize import (DEFAULT_CALIBRATION_IMAGES, DEFAULT_RANKING_IMAGES,
+                       DEFAULT_VALIDATION_IMAGES, AccuracyControl, calibration_dataset_cfg,
+                       calibration_images, calibration_method, precision_support,
+                       quantize_int8, validation_config)
 
 
 Images = Union[str, np.ndarray, List[Union[str, np.ndarray]]]
@@ -91,14 +98,48 @@ class Deployment:
     processor: object  # mmdeploy's task processor (drawing, SDK files)
     static: bool
     calibration_images: Optional[List[str]] = None
+    quantization: Optional[dict] = None  # int8: what NNCF did (quantize.quantize_int8)
+
+
+def _accuracy_control(model: torch.nn.Module, model_cfg: Config, deploy_cfg: Config,
+                      float_xml: str, threads: int, calib_dataset_cfg: Optional[str],
+                      max_drop: float) -> AccuracyControl:
+    """NNCF's accuracy control validating each variant of the graph as deployed: our backend
+    model (its post-processing) around the compiled variant, on the val split with its
+    evaluator. The score NNCF compares is 100 plus the worst change of a main metric against
+    the float graph (``float_xml``), so that a drop within ``max_drop`` holds for each (Mask
+    R-CNN: bbox and segm mAP) and the float graph's score is not 0 (NNCF divides by it);
+    each image's score is the mean of its metrics."""
+    from mmdeploy.utils import get_onnx_config
+    calib = deploy_cfg.get('calib_config') or {}
+    evaluator = ImageEvaluator(validation_config(model_cfg, deploy_cfg, calib_dataset_cfg))
+    indices = spread_indices(len(evaluator),
+                             calib.get('validation_images', DEFAULT_VALIDATION_IMAGES))
+    names = get_onnx_config(deploy_cfg)['output_names']
+    backend_model = backend_model_around(
+        OpenVINORunner(compile_openvino(float_xml, threads), names), model_cfg, deploy_cfg, model)
+    reference, _ = evaluator(backend_model, indices)
+
+    def validate(compiled, items: List[int], each: bool = False) -> tuple:
+        backend_model.wrapper = OpenVINORunner(compiled, names)
+        metrics, per_image = evaluator(backend_model, items, each)
+        worst = min(metrics[key] - reference[key] for key in reference)
+        each_image = (None if per_image is None else
+                      [sum(found.values()) / len(found) for found in per_image])
+        return 100.0 + worst, each_image
+
+    return AccuracyControl(validate, indices, max_drop, reference,
+                           calib.get('ranking_images', DEFAULT_RANKING_IMAGES))
 
 
 def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optional[str],
                     image: Union[str, np.ndarray], work_dir: str, threads: int,
                     calib_dataset_cfg: Optional[str] = None,
-                    spinning: bool = True) -> Deployment:
+                    spinning: bool = True, max_drop: Optional[float] = None,
+                    say: Callable[[str], None] = print) -> Deployment:
     """Build the fused model, export it end to end with ``image`` (int8: quantize it,
-    calibrated on the dataset's images) and load the backend."""
+    calibrated on the dataset's images, by default under accuracy control within
+    ``max_drop`` points, else the deploy config's) and load the backend."""
     backend, precision = backend_of(deploy_cfg), precision_of(deploy_cfg)
     require('mmdeploy', 'onnx', backend, *(['nncf'] if precision == 'int8' else []))
     from mmdeploy.apis.utils import build_task_processor
@@ -128,38 +169,79 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
     if backend == 'openvino':  # the IR says the precision it runs at (int8: its float layers)
         files['openvino_xml'] = save_openvino_model(
             onnx_file, work_dir, 'f32' if precision == 'int8' else precision)
-    images = None
+    images = quantization = None
     if precision == 'int8':
-        count = (deploy_cfg.get('calib_config') or {}).get('num_images',
-                                                           DEFAULT_CALIBRATION_IMAGES)
+        calib = deploy_cfg.get('calib_config') or {}
         images = calibration_images(calibration_dataset_cfg(model_cfg, calib_dataset_cfg),
-                                    count)
-        files['openvino_xml'] = quantize_int8(
-            files['openvino_xml'], images, prepare, osp.join(work_dir, 'end2end_int8.xml'),
-            (deploy_cfg.get('calib_config') or {}).get('ignored_scope'))
+                                    calib.get('num_images', DEFAULT_CALIBRATION_IMAGES))
+        accuracy = None
+        say(f'[evit_mm deploy] int8: NNCF calibrates on {len(images)} images'
+            + (', then validates on the val split, putting the operations that cost the most '
+               'back in float until the drop holds (calib_config.method)'
+               if calibration_method(calib) == 'accuracy_control' else ''))
+        if calibration_method(calib) == 'accuracy_control':
+            accuracy = _accuracy_control(model, model_cfg, deploy_cfg, files['openvino_xml'],
+                                         threads, calib_dataset_cfg,
+                                         max_metric_drop(deploy_cfg) if max_drop is None
+                                         else max_drop)
+        quantization = quantize_int8(files['openvino_xml'], images, prepare,
+                                     osp.join(work_dir, 'end2end_int8.xml'),
+                                     calib.get('ignored_scope'), accuracy)
+        files['openvino_xml'] = quantization.pop('file')
     backend_file = files.get('openvino_xml', onnx_file)
     backend_model = build_backend_model(model_cfg, deploy_cfg, [backend_file], threads, model,
                                         spinning)
     return Deployment(backend, precision, model_cfg, model, backend_model, files, prepare,
-                      processor, static=input_shape is not None, calibration_images=images)
+                      processor, static=input_shape is not None, calibration_images=images,
+                      quantization=quantization)
 
 
-def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str,
-                  max_drop: float) -> dict:
+def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str, max_drop: float,
+                  images: TestImages) -> dict:
     """PyTorch's metrics (with the model config's own test pipeline), the backend's (with the
-    deploy config's input) on the test set, and the drops. int8 on a CPU with bf16 units: the
-    layers left in float are also tried in bf16, kept if faster and within the drop."""
+    deploy config's input) on the test set (``images`` of it), and the drops. int8 on a CPU
+    with bf16 units: the layers left in float are also tried in bf16, kept if faster and
+    within the drop."""
     framework = framework_of(pair.model_cfg)
-    result = dict(run=True, max_drop_points=max_drop)
+    result = dict(run=True, max_drop_points=max_drop, images=images.describe())
     runs = [('pytorch', pair.model, reference_config(pair.model_cfg)),
             (pair.backend, pair.backend_model, evaluation_config(pair.model_cfg, deploy_cfg))]
     for name, model, cfg in runs:
-        metrics, speed = run_test(model, cfg, osp.join(work_dir, f'test_{name}'))
+        metrics, speed = run_test(model, cfg, osp.join(work_dir, f'test_{name}'), images)
         result[name] = dict(metrics=main_metrics(metrics, framework), fps=speed.get('fps'))
     _judge(result, pair.backend, max_drop)
     if pair.precision == 'int8':
-        _choose_float_layers(pair, deploy_cfg, result, runs[1][2], work_dir, max_drop)
+        _choose_float_layers(pair, deploy_cfg, result, runs[1][2], work_dir, max_drop, images)
     return result
+
+
+def _bf16_trial_runs(precision: str) -> bool:
+    """Whether the metric check of ``precision`` also evaluates the int8 IR's float layers in
+    bf16 (:func:`_choose_float_layers`)."""
+    if precision != 'int8':
+        return False
+    try:
+        precision_support('bf16')
+    except DeployError:
+        return False
+    return True
+
+
+def _metric_check_estimate(pair: Deployment, data: dict, images: TestImages) -> str:
+    """How many images the metric check evaluates and about how long it takes, from one timed
+    prediction of each model on ``data``."""
+    seconds = {}
+    for name, model in (('pytorch', pair.model), (pair.backend, pair.backend_model)):
+        start = time.perf_counter()
+        predict(model, data)
+        seconds[name] = time.perf_counter() - start
+    runs = 2 if _bf16_trial_runs(pair.precision) else 1
+    total = images.count * (seconds['pytorch'] + runs * seconds[pair.backend])
+    trial = ', then its float layers in bf16' if runs == 2 else ''
+    return (f'metric check on {images.describe()} (--metric-images N to change): PyTorch and '
+            f'{pair.backend} {pair.precision} each evaluate them{trial}, about '
+            f'{total / 60:.1f} min ({seconds["pytorch"]:.2f} s + {seconds[pair.backend]:.2f} s '
+            f"per image at {'x'.join(map(str, data['inputs'].shape[2:]))})")
 
 
 def _judge(result: dict, backend: str, max_drop: float) -> None:
@@ -170,7 +252,7 @@ def _judge(result: dict, backend: str, max_drop: float) -> None:
 
 
 def _choose_float_layers(pair: Deployment, deploy_cfg: Config, result: dict, cfg: Config,
-                         work_dir: str, max_drop: float) -> None:
+                         work_dir: str, max_drop: float, images: TestImages) -> None:
     """The inference precision of an int8 IR's float layers: f32, or bf16 where the CPU has
     bf16 units and it is faster within the drop. Written into the IR (its runtime options),
     so that a plain ``openvino.Core().compile_model`` runs what was checked."""
@@ -184,7 +266,7 @@ def _choose_float_layers(pair: Deployment, deploy_cfg: Config, result: dict, cfg
     set_precision_hint(xml, 'bf16')
     model = build_backend_model(pair.model_cfg, deploy_cfg, [xml],
                                 torch.get_num_threads(), pair.model, spinning=False)
-    metrics, speed = run_test(model, cfg, osp.join(work_dir, 'test_int8_bf16'))
+    metrics, speed = run_test(model, cfg, osp.join(work_dir, 'test_int8_bf16'), images)
     trial = dict(metrics=main_metrics(metrics, framework_of(pair.model_cfg)),
                  fps=speed.get('fps'))
     result['float_layers_bf16'] = trial
@@ -240,7 +322,8 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
            warmup: int = 2, threads: Optional[int] = None, dump_info: bool = False,
            tolerances: Optional[Tolerances] = None, calib_dataset_cfg: Optional[str] = None,
            max_drop: Optional[float] = None, verbose: bool = False,
-           accept_unchecked: bool = False) -> dict:
+           accept_unchecked: bool = False,
+           metric_images: Optional[int] = DEFAULT_METRIC_IMAGES) -> dict:
     """Export, check (parity, or the metrics for reduced precision), time, draw; return (and
     write) the record."""
     deploy_cfg = read_deploy_config(deploy_cfg_path)
@@ -260,9 +343,10 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
     tolerances = replace(tolerances or Tolerances(), max_per_img=max_per_img_of(model_cfg))
     os.makedirs(work_dir, exist_ok=True)
     log_file = osp.join(work_dir, 'deploy.log')
-    with quiet(log_file, verbose), torch_threads(threads) as used_threads:
+    with quiet(log_file, verbose) as say, torch_threads(threads) as used_threads:
         pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir,
-                               used_threads, calib_dataset_cfg, spinning=False)
+                               used_threads, calib_dataset_cfg, spinning=False,
+                               max_drop=max_drop, say=say)
         data = pair.prepare(image)
         record = dict(deploy_config=deploy_cfg_path, model_config=model_cfg_path,
                       checkpoint=checkpoint, backend=backend, precision=precision,
@@ -271,7 +355,8 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
                       scale_note=scale_note, fused=True,
                       calibration_images=pair.calibration_images,
                       calib_config=(dict(deploy_cfg.get('calib_config') or {})
-                                    if precision == 'int8' else None), parity={},
+                                    if precision == 'int8' else None),
+                      quantization=pair.quantization, parity={},
                       **environment('cpu'))
         exact = precision == 'f32'
         failures = []
@@ -286,9 +371,13 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
                 failures += [f'{path}: {failure}' for failure in report.failures]
             if path == image:
                 record['drawn'] = _draw(pair, image, outputs, work_dir)
-        if not exact:
-            record['metric_check'] = (dict(run=False, reason=unchecked) if unchecked else
-                                      _metric_check(pair, deploy_cfg, work_dir, max_drop))
+        if not exact and unchecked:
+            record['metric_check'] = dict(run=False, reason=unchecked)
+        elif not exact:
+            images = sample_test_images(evaluation_config(pair.model_cfg, deploy_cfg),
+                                        metric_images)
+            say(f'[evit_mm deploy] {_metric_check_estimate(pair, data, images)}')
+            record['metric_check'] = _metric_check(pair, deploy_cfg, work_dir, max_drop, images)
         record['model_precision'] = model_precision(pair.files.get('openvino_xml',
                                                                    pair.files['onnx']))
         times = time_interleaved({'pytorch': functools.partial(predict, pair.model, data),
@@ -315,6 +404,23 @@ def deploy(deploy_cfg_path: str, model_cfg_path: str, checkpoint: str, image: st
     return record
 
 
+def _quantization_lines(report: Optional[dict]) -> List[str]:
+    if not report:
+        return []
+    if report['method'] == 'ptq':
+        return ["  int8: plain post-training quantization (calib_config.method='ptq')"]
+    kept, drop = report['kept_in_float'], report.get('quantized_drop')
+    shown = f'{drop:.2f}' if drop is not None else '–'
+    line = (f"  int8 under accuracy control on {report['validation_images']} val images: fully "
+            f"quantized, the worst metric dropped {shown} points")
+    if not report['steps']:
+        return [line + f" (accepted {report['max_drop']:.2f}): nothing put back in float"]
+    last = report['steps'][-1]['drop']
+    return [line + f"; {len(kept)} operations put back in float in {len(report['steps'])} "
+            f"steps, drop {last if last is None else round(last, 2)} "
+            f"(accepted {report['max_drop']:.2f}; the record lists them)"]
+
+
 def summary_lines(record: Dict) -> List[str]:
     backend, precision = record['backend'], record['precision']
     lines = [f"[evit_mm deploy] {record['files'].get('openvino_xml', record['files']['onnx'])} "
@@ -332,6 +438,7 @@ def summary_lines(record: Dict) -> List[str]:
         lines.append(f"  note: {record['scale_note']}")
     check = record.get('metric_check')
     if check is not None and check.get('run'):
+        lines.append(f"  metric check on {check['images']}")
         for key, drop in check['drops'].items():
             lines.append(f"  {key} on the test set: PyTorch {check['pytorch']['metrics'][key]:.2f}"
                          f" (the model's own test pipeline), {backend} {precision} "
@@ -343,6 +450,7 @@ def summary_lines(record: Dict) -> List[str]:
                          'into the IR)')
     elif check is not None:
         lines.append(f"  accuracy NOT checked (--accept-unchecked): {check['reason']}")
+    lines += _quantization_lines(record.get('quantization'))
     if record['precision_support'] != 'native':
         lines.append(f"  note: {record['precision_support']}")
     speed = record['speed']
@@ -383,6 +491,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--max-metric-drop', type=float,
                         help='bf16/int8: metric points the backend may lose on the test set '
                              '(default: evaluation_config.max_drop of the deploy config, else 1.0)')
+    parser.add_argument('--metric-images', type=int, default=DEFAULT_METRIC_IMAGES, metavar='N',
+                        help='bf16/int8: check the metric on at most N test images, spread '
+                             f'evenly (default {DEFAULT_METRIC_IMAGES}; 0: all of them)')
     parser.add_argument('--accept-unchecked', action='store_true',
                         help='bf16/int8 without a test set: deploy anyway, the accuracy NOT '
                              'checked (the record and summary say so)')
@@ -397,7 +508,8 @@ def main(argv: Optional[List[str]] = None) -> dict:
                         tolerances=Tolerances(allow_empty=args.allow_empty),
                         calib_dataset_cfg=args.calib_dataset_cfg,
                         max_drop=args.max_metric_drop, verbose=args.verbose,
-                        accept_unchecked=args.accept_unchecked)
+                        accept_unchecked=args.accept_unchecked,
+                        metric_images=args.metric_images)
     except (ParityError, MetricDropError) as err:
         kind = 'PARITY' if isinstance(err, ParityError) else 'METRIC CHECK'
         raise SystemExit(f'[evit_mm deploy] {kind} FAILED: {err}\n(record: '

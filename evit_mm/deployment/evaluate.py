@@ -20,17 +20,20 @@ import json
 import numbers
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.config import Config, DictAction
+from mmengine.hooks import Hook
+from mmengine.registry import DATASETS, DefaultScope
 from mmengine.runner import Runner
 
 from ..config import framework_of, load_config
 from ..engine import EvalSpeedHook, summary_line
 from ..errors import DatasetMissingError, DeployError, exits_on_user_errors
 from ..inference import build_inference_model
-from ..runtime import check_dataset, iter_datasets
+from ..runtime import check_dataset, iter_datasets, spread_indices
 from .backends import batch_limit, build_backend_model, check_model_precision, quiet
 from .deploy_config import (backend_of, check_task, input_shape_of, precision_of,
                             read_deploy_config)
@@ -39,6 +42,7 @@ from .deploy_config import (backend_of, check_task, input_shape_of, precision_of
 MAIN_METRICS = {'mmdet': ('coco/bbox_mAP', 'coco/segm_mAP', 'pascal_voc/mAP'),
                 'mmseg': ('mIoU',)}
 SCALE_DOCS = 'docs/deployment.md, "A static config at your model\'s scale"'
+DEFAULT_METRIC_IMAGES = 500  # deploy.py's metric check: at most this many test images
 
 
 def main_metrics(metrics: Dict[str, float], framework: str) -> Dict[str, float]:
@@ -124,6 +128,107 @@ def evaluation_config(model_cfg: Config, deploy_cfg: Config) -> Config:
     return cfg
 
 
+@dataclass
+class TestImages:
+    """The images of a test split that a metric is computed on: all of them (``indices`` is
+    None) or ``indices``, spread evenly, with their ``img_ids``."""
+    total: int
+    indices: Optional[List[int]] = None
+    img_ids: Optional[list] = None
+
+    @property
+    def count(self) -> int:
+        return self.total if self.indices is None else len(self.indices)
+
+    def describe(self) -> str:
+        if self.indices is None:
+            return f'all {self.total} test images'
+        return f'{self.count} of {self.total} test images, spread evenly'
+
+
+def build_test_dataset(cfg: Config):
+    """The test dataset of ``cfg`` as its dataloader builds it."""
+    with DefaultScope.overwrite_default_scope(framework_of(cfg)):
+        return DATASETS.build(copy.deepcopy(cfg.test_dataloader.dataset))
+
+
+def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
+    """At most ``metric_images`` images of the test split, spread evenly over it (None or 0:
+    all). A wrapped test dataset (ConcatDataset & co) is evaluated whole."""
+    dataset_cfg = cfg.test_dataloader.dataset
+    dataset = build_test_dataset(cfg)
+    total = len(dataset)
+    if not metric_images or metric_images >= total:
+        return TestImages(total)
+    if 'dataset' in dataset_cfg or 'datasets' in dataset_cfg:
+        raise DeployError(f'--metric-images {metric_images}: the test dataset is a '
+                          f'{dataset_cfg.get("type")} of {total} images, which cannot be '
+                          'sampled; use --metric-images 0 to evaluate all of them.')
+    indices = spread_indices(total, metric_images)
+    return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in indices])
+
+
+def only_these_images(evaluator, img_ids: Optional[Sequence]) -> None:
+    """Make the metrics of ``evaluator`` that read the whole annotation file (mmdet's
+    CocoMetric: every image of it, detected or not) score only ``img_ids``."""
+    if img_ids is None:
+        return
+    for metric in evaluator.metrics:
+        if getattr(metric, '_coco_api', None) is not None:
+            metric.img_ids = list(img_ids)
+
+
+class OnlyTheseImagesHook(Hook):
+    """:func:`only_these_images` on the test evaluator, once the runner has built it."""
+
+    def __init__(self, img_ids: Sequence) -> None:
+        self.img_ids = list(img_ids)
+
+    def before_test(self, runner) -> None:
+        only_these_images(runner.test_loop.evaluator, self.img_ids)
+
+
+class ImageEvaluator:
+    """The test evaluator of ``cfg`` on chosen images of its test split, run in this process
+    for whichever model it is given (NNCF's accuracy control validates many variants of one
+    graph): the main metrics over the images, and each image's own."""
+
+    def __init__(self, cfg: Config) -> None:
+        from mmengine.evaluator import Evaluator
+        self.framework = framework_of(cfg)
+        self.dataset = build_test_dataset(cfg)
+        with DefaultScope.overwrite_default_scope(self.framework):
+            self.evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
+        self.evaluator.dataset_meta = self.dataset.metainfo
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _metrics(self, batches: List[Tuple[dict, list]]) -> Dict[str, float]:
+        """The main metrics (points) of the predictions ``batches`` hold."""
+        only_these_images(self.evaluator,
+                          [sample.metainfo.get('img_id') for _, outputs in batches
+                           for sample in outputs])
+        for batch, outputs in batches:
+            self.evaluator.process(data_samples=outputs, data_batch=batch)
+        metrics = self.evaluator.evaluate(len(batches))
+        return main_metrics({k: v for k, v in metrics.items() if isinstance(v, numbers.Real)},
+                            self.framework)
+
+    def __call__(self, model: torch.nn.Module, indices: Sequence[int], each: bool = False
+                 ) -> Tuple[Dict[str, float], Optional[List[Dict[str, float]]]]:
+        """``(metrics, each image's metrics or None)``: the main metrics (points) of ``model``
+        over the images at ``indices``."""
+        from mmengine.dataset import pseudo_collate
+        batches = []
+        with torch.no_grad():
+            for index in indices:
+                batch = pseudo_collate([self.dataset[int(index)]])
+                batches.append((batch, model.test_step(batch)))
+        return (self._metrics(batches),
+                [self._metrics([item]) for item in batches] if each else None)
+
+
 class CPURunner(Runner):
     """mmengine's Runner keeping the model on the CPU (it moves it to a GPU whenever torch
     sees one; our backends and their timing run on the CPU)."""
@@ -132,9 +237,13 @@ class CPURunner(Runner):
         return model
 
 
-def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, dict]:
+def run_test(model: torch.nn.Module, cfg: Config, work_dir: str,
+             images: Optional[TestImages] = None) -> Tuple[dict, dict]:
     """``(metrics, speed)`` of ``model`` (fused, or exported from the fused model) over
-    ``cfg``'s test set on the CPU, timed as ``tools/test.py``."""
+    ``cfg``'s test set (or those of its ``images``) on the CPU, timed as ``tools/test.py``."""
+    if images is not None and images.indices is not None:
+        cfg = copy.deepcopy(cfg)
+        cfg.test_dataloader.dataset.indices = list(images.indices)
     hooks = copy.deepcopy(cfg.get('default_hooks') or {})
     hooks.pop('checkpoint', None)
     runner = CPURunner(model=model, work_dir=work_dir, test_dataloader=cfg.test_dataloader,
@@ -144,6 +253,8 @@ def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, 
                        log_processor=cfg.get('log_processor'), cfg=cfg)
     speed_hook = EvalSpeedHook()
     runner.register_hook(speed_hook)
+    if images is not None and images.indices is not None:
+        runner.register_hook(OnlyTheseImagesHook(images.img_ids))
     metrics = runner.test()
     speed = dict(speed_hook.speed, fused=True)
     return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, speed
@@ -152,9 +263,11 @@ def run_test(model: torch.nn.Module, cfg: Config, work_dir: str) -> Tuple[dict, 
 def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
                      work_dir: str, cfg_options: Optional[dict] = None,
                      checkpoint: Optional[str] = None, threads: Optional[int] = None,
-                     verbose: bool = False, batch_size: int = 1) -> dict:
+                     verbose: bool = False, batch_size: int = 1,
+                     metric_images: Optional[int] = None) -> dict:
     """Metrics and speed of the backend files on the test set (with the deploy config's input)
-    and of the PyTorch checkpoint (with the model config's own test pipeline)."""
+    and of the PyTorch checkpoint (with the model config's own test pipeline); on at most
+    ``metric_images`` of its images, spread evenly (None or 0: all)."""
     model_cfg = load_config(model_cfg_path, cfg_options, pretrained=False)
     framework = framework_of(model_cfg)
     check_task(deploy_cfg, model_cfg, model_cfg_path)
@@ -176,11 +289,12 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
     for cfg in cfgs.values():
         cfg.test_dataloader.batch_size = batch_size
     os.makedirs(work_dir, exist_ok=True)
+    with quiet(osp.join(work_dir, 'test.log'), verbose):
+        images = sample_test_images(cfgs['backend'], metric_images)
     record = dict(deploy_config=getattr(deploy_cfg, 'filename', None), model=files,
                   framework=framework, model_config=model_cfg_path, checkpoint=checkpoint,
                   backend=backend_of(deploy_cfg), precision=precision_of(deploy_cfg),
-                  batch_size=batch_size,
-                  scale_note=note)
+                  batch_size=batch_size, images=images.describe(), scale_note=note)
     with quiet(osp.join(work_dir, 'test.log'), verbose):
         previous = torch.get_num_threads()
         try:
@@ -192,11 +306,11 @@ def evaluate_backend(deploy_cfg: Config, model_cfg_path: str, files: List[str],
                                                     cfg_options=cfg_options)[0]
             backend_model = build_backend_model(model_cfg, deploy_cfg, files,
                                                 torch.get_num_threads(), torch_model)
-            record['metrics'], record['speed'] = run_test(backend_model, cfgs['backend'],
-                                                          osp.join(work_dir, 'backend'))
+            record['metrics'], record['speed'] = run_test(
+                backend_model, cfgs['backend'], osp.join(work_dir, 'backend'), images)
             if checkpoint:
                 record['pytorch'] = dict(zip(('metrics', 'speed'), run_test(
-                    torch_model, cfgs['pytorch'], osp.join(work_dir, 'pytorch'))))
+                    torch_model, cfgs['pytorch'], osp.join(work_dir, 'pytorch'), images)))
         finally:
             torch.set_num_threads(previous)
     record['main_metrics'] = {key: dict(points=points) for key, points in
@@ -223,6 +337,8 @@ def result_lines(record: dict, framework: str) -> List[str]:
                          f"(drop {main['drop_points']:+.2f}); FPS "
                          f"{record['speed']['fps'] or 0:.2f} vs "
                          f"{record['pytorch']['speed']['fps'] or 0:.2f}")
+    if not record['images'].startswith('all'):
+        lines.append(f"[evit_mm test] metrics on {record['images']} (--metric-images)")
     return lines
 
 
@@ -245,6 +361,9 @@ def main(argv: Optional[List[str]] = None) -> dict:
     parser.add_argument('--threads', type=int, help='CPU threads for PyTorch and the backend')
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images per batch (dynamic deploy configs; static ones take 1)')
+    parser.add_argument('--metric-images', type=int, default=0, metavar='N',
+                        help='evaluate at most N test images, spread evenly over the test set '
+                             '(default 0: all of them)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override model config entries, e.g. test_dataloader.dataset.'
                              'data_root=PATH')
@@ -256,7 +375,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     try:
         record = evaluate_backend(deploy_cfg, args.model_cfg, args.model, args.work_dir,
                                   args.cfg_options, args.checkpoint, args.threads, args.verbose,
-                                  args.batch_size)
+                                  args.batch_size, args.metric_images)
     except DatasetMissingError as err:
         raise DatasetMissingError(f'{err} (the deployed model is evaluated on the model '
                                   "config's test set)") from err

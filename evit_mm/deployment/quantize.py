@@ -1,28 +1,44 @@
 """OpenVINO in reduced precision: bf16 by the inference-precision hint, int8 by NNCF.
 
-int8 is NNCF's post-training quantization (``nncf.quantize``; mixed preset, and the
-transformer model type that NNCF recommends for attention models) of the exported
-end-to-end model, calibrated on images of the model config's val/test dataloader (or
-of ``--calib-dataset-cfg``, as in mmdeploy), fed through the same preprocessing as
-deployment. ``calib_config.num_images`` in the deploy config
-sets how many, spread evenly over the dataset; the record lists them.
-``calib_config.ignored_scope`` keeps layers in float (NNCF's ``IgnoredScope``).
-"""
-import os.path as osp
-from typing import Callable, List, Optional
+int8 is NNCF's quantization (mixed preset, and the transformer model type that NNCF
+recommends for attention models) of the exported end-to-end model, calibrated on images of
+the model config's val/test dataloader (or of ``--calib-dataset-cfg``, as in mmdeploy), fed
+through the same preprocessing as deployment. The deploy config's ``calib_config``:
 
-import numpy as np
+* ``num_images``: how many calibration images, spread evenly over the dataset (the record
+  lists them);
+* ``method``: ``'accuracy_control'`` (default), NNCF's ``quantize_with_accuracy_control``:
+  the quantized model is validated with the config's evaluator on (a sample of)
+  the same val split, and the operations that cost the most are put back in float until it
+  loses at most ``evaluation_config.max_drop`` points; or ``'ptq'``, plain post-training
+  quantization (``nncf.quantize``);
+* ``validation_images`` / ``ranking_images``: how many val images accuracy control
+  validates on, and ranks the operations on (spread evenly);
+* ``ignored_scope``: layers kept in float from the start (NNCF's ``IgnoredScope``).
+"""
+import contextlib
+import copy
+import logging
+import os.path as osp
+import re
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional
+
 from mmengine.config import Config
 
 from ..config import read_config
 from ..errors import DeployError
-from ..runtime import iter_datasets
+from ..runtime import iter_datasets, spread_indices
 from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
 from .backends import HINT_KEY, IMG_SHAPE, graph_feed, numpy_feed
+from .evaluate import evaluation_config
 
 BF16_FLAGS = ('avx512_bf16', 'amx_bf16')
 VNNI_FLAGS = ('avx512_vnni', 'avx_vnni', 'amx_int8')
 DEFAULT_CALIBRATION_IMAGES = 64
+METHODS = ('accuracy_control', 'ptq')
+DEFAULT_VALIDATION_IMAGES = 200
+DEFAULT_RANKING_IMAGES = 50
 
 
 def precision_support(precision: str, flags: Optional[List[str]] = None) -> str:
@@ -58,6 +74,24 @@ def calibration_dataset_cfg(model_cfg: Config, calib_dataset_cfg: Optional[str])
     return dataset
 
 
+def validation_config(model_cfg: Config, deploy_cfg: Config,
+                      calib_dataset_cfg: Optional[str]) -> Config:
+    """The model config evaluating the calibration source's val split (else its test split)
+    with that source's evaluator, its images fed as the deployment feeds them."""
+    source = read_config(calib_dataset_cfg) if calib_dataset_cfg else model_cfg
+    for split in ('val', 'test'):
+        if source.get(f'{split}_dataloader') and source.get(f'{split}_evaluator'):
+            cfg = copy.deepcopy(model_cfg)
+            cfg.test_dataloader = copy.deepcopy(source[f'{split}_dataloader'])
+            cfg.test_evaluator = copy.deepcopy(source[f'{split}_evaluator'])
+            return evaluation_config(cfg, deploy_cfg)
+    where = calib_dataset_cfg or 'the model config'
+    raise DeployError(f"{where} has no val_dataloader with a val_evaluator (nor a test "
+                      "dataloader with a test_evaluator), which accuracy-controlled int8 "
+                      "validates with; add them, or set calib_config.method='ptq' for plain "
+                      'quantization.')
+
+
 def calibration_images(dataset_cfg: Config, num_images: int) -> List[str]:
     """``num_images`` image files spread evenly over the dataset."""
     from mmengine.registry import DATASETS
@@ -71,19 +105,95 @@ def calibration_images(dataset_cfg: Config, num_images: int) -> List[str]:
     if len(dataset) == 0:
         raise DeployError(f'Calibration dataset under {root!r} is empty; int8 needs images to '
                           'calibrate on.')
-    picks = np.unique(np.linspace(0, len(dataset) - 1, min(num_images, len(dataset)))
-                      .astype(int))
-    return [dataset.get_data_info(int(i))['img_path'] for i in picks]
+    return [dataset.get_data_info(i)['img_path']
+            for i in spread_indices(len(dataset), num_images)]
+
+
+def calibration_method(calib_config: dict) -> str:
+    method = calib_config.get('method', METHODS[0])
+    if method not in METHODS:
+        raise DeployError(f"calib_config.method={method!r}: use 'accuracy_control' (NNCF's "
+                          "quantize_with_accuracy_control) or 'ptq' (plain nncf.quantize).")
+    return method
+
+
+@dataclass
+class AccuracyControl:
+    """What NNCF's accuracy control needs: ``validate(compiled_model, indices, each)`` gives
+    ``(score, each image's score if each, else None)`` in metric points for the val images at
+    ``indices``; ``indices``, the whole validation sample; the accepted drop; the float
+    model's metrics on the sample (for the record)."""
+    validate: Callable[..., tuple]
+    indices: List[int]
+    max_drop: float
+    float_metrics: Dict[str, float]
+    ranking_images: int = DEFAULT_RANKING_IMAGES
+
+
+class _Messages(logging.Handler):
+    """NNCF's log lines, kept while accuracy control runs."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _number(text: str) -> Optional[float]:
+    found = re.search(r'-?\d+(?:\.\d+)?(?:e-?\d+)?', text)
+    return float(found.group()) if found else None
+
+
+def accuracy_control_report(lines: List[str]) -> dict:
+    """What NNCF's accuracy control did, from its log: the drop of the fully quantized model,
+    each step (operations put back in float, the drop after it), and the operations left in
+    float."""
+    report, scores = dict(steps=[], kept_in_float=[]), {}
+    for line in lines:
+        head, _, rest = line.partition('\n')
+        names = [name.strip() for name in rest.splitlines() if name.strip()]
+        if head.startswith(('Metric of initial model', 'Metric of quantized model')):
+            scores[head.split()[2]] = _number(head.split(':', 1)[1])
+        elif head.startswith('Reverted '):
+            report['steps'].append(dict(put_back_in_float=names, drop=None))
+        elif head.startswith('Accuracy drop with the new quantization scope') or \
+                'achieved required accuracy drop' in head:
+            if report['steps']:
+                report['steps'][-1]['drop'] = _number(head.split(' is ')[-1]
+                                                      if ' is ' in head else head)
+        elif 'were reverted back to the floating-point precision' in head:
+            report['kept_in_float'] = names
+        elif head.startswith('Algorithm completed') or 'could not achieve' in head:
+            report['outcome'] = head
+    if {'initial', 'quantized'} <= set(scores):
+        report['quantized_drop'] = scores['initial'] - scores['quantized']
+    return report
+
+
+@contextlib.contextmanager
+def _nncf_log() -> Iterator[_Messages]:
+    from nncf.common.logging import nncf_logger
+    handler = _Messages()
+    nncf_logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        nncf_logger.removeHandler(handler)
 
 
 def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], dict],
-                  out_file: str, ignored_scope: Optional[dict] = None) -> str:
-    """NNCF post-training int8 quantization of an OpenVINO-readable model, calibrated on
-    ``images`` preprocessed by ``prepare``; writes ``out_file`` (IR .xml + .bin).
+                  out_file: str, ignored_scope: Optional[dict] = None,
+                  accuracy: Optional[AccuracyControl] = None) -> dict:
+    """NNCF int8 quantization of an OpenVINO-readable model, calibrated on ``images``
+    preprocessed by ``prepare``; writes ``out_file`` (IR .xml + .bin) and returns what it did
+    (``method``; with ``accuracy``, :func:`accuracy_control_report`).
 
     ``ignored_scope`` (``calib_config.ignored_scope`` of the deploy config: ``names``,
     ``patterns`` and/or ``types``, as ``nncf.IgnoredScope`` takes them) keeps those layers in
-    float, e.g. ``dict(patterns=['.*backbone.*'])``."""
+    float, e.g. ``dict(patterns=['.*backbone.*'])``. With ``accuracy``, NNCF's accuracy
+    control puts the operations that cost the most back in float until the drop holds."""
     import nncf
     import openvino as ov
     model = ov.Core().read_model(model_file)
@@ -98,14 +208,46 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
         raise DeployError(f'calib_config.ignored_scope={ignored_scope!r} is not an NNCF '
                           f'IgnoredScope ({err}); give names, patterns and/or types, e.g. '
                           "dict(patterns=['.*backbone.*']).") from None
+    settings = dict(subset_size=len(feeds), preset=nncf.QuantizationPreset.MIXED,
+                    model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope)
     try:
-        quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds),
-                                  preset=nncf.QuantizationPreset.MIXED,
-                                  model_type=nncf.ModelType.TRANSFORMER, ignored_scope=scope)
+        if accuracy is None:
+            quantized = nncf.quantize(model, nncf.Dataset(feeds), **settings)
+            report = dict(method='ptq')
+        else:
+            quantized, report = _with_accuracy_control(model, nncf.Dataset(feeds), settings,
+                                                       accuracy)
     except nncf.ValidationError as err:  # e.g. a pattern that matches no layer
         reason = ' '.join(str(err).split())
         raise DeployError(f'calib_config.ignored_scope={ignored_scope!r}: {reason} Fix the '
                           'names or patterns (layer names are in the IR, end2end.xml).') from None
     quantized.set_rt_info('f32', HINT_KEY)  # its float layers; deploy.py may choose bf16
     ov.save_model(quantized, out_file, compress_to_fp16=False)
-    return out_file
+    return dict(report, file=out_file)
+
+
+def _with_accuracy_control(model, calibration, settings: dict, accuracy: AccuracyControl):
+    """``nncf.quantize_with_accuracy_control`` validating with ``accuracy.validate``; the
+    model and :func:`accuracy_control_report`."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+    whole = len(accuracy.indices)
+
+    def validation_fn(compiled, items) -> tuple:
+        items = [int(item) for item in items]
+        # the whole sample: each image's score too (from the same predictions), so that NNCF
+        # need not run the model again image by image to choose its ranking images
+        return accuracy.validate(compiled, items, each=len(items) == whole)
+
+    restorer = AdvancedAccuracyRestorerParameters(
+        ranking_subset_size=min(accuracy.ranking_images, whole))
+    with _nncf_log() as log:
+        quantized = nncf.quantize_with_accuracy_control(
+            model, calibration, nncf.Dataset(accuracy.indices), validation_fn,
+            max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=restorer, **settings)
+    report = accuracy_control_report(log.lines)
+    report.update(method='accuracy_control', validation_images=whole,
+                  ranking_images=min(accuracy.ranking_images, whole),
+                  max_drop=accuracy.max_drop, float_metrics=accuracy.float_metrics)
+    return quantized, report
