@@ -347,3 +347,25 @@ def test_min_bbox_size_is_applied_in_the_export(tmp_path, images, weights):
     assert float((sides * torch.tensor(scale)).min()) > 40 - 1e-3  # at the network's scale
     report = compare_results(reference, backend)
     assert report.ok and report.compared >= 10, report.failures[:5]
+
+
+@pytest.mark.parametrize('base', ['segmentation_onnxruntime_dynamic.py',
+                                  'segmentation_openvino_dynamic.py'])
+def test_dynamic_segmentation_runs_whole_images_at_the_test_scale(tmp_path, images, weights,
+                                                                 base):
+    """A dynamic config: each image at its own size after the test resize (odd sides, a
+    landscape and a portrait one), labels equal to PyTorch's on every original pixel."""
+    config = tmp_path / 'fpn_odd.py'
+    config.write_text(f"_base_ = '{FPN}'\n"
+                      "test_pipeline = [dict(type='LoadImageFromFile'),\n"
+                      "    dict(type='Resize', scale=(200, 150), keep_ratio=True),\n"
+                      "    dict(type='PackSegInputs')]\n"
+                      "test_dataloader = dict(dataset=dict(pipeline=test_pipeline))\n")
+    record = run_deploy(tmp_path / 'out', str(DEPLOY / base), str(config), weights['fpn'],
+                        images['wide'], '--test-img', images['tall']).record
+    assert record['static'] is False
+    shapes = {path: parity['input_shape'] for path, parity in record['parity'].items()}
+    assert shapes == {images['wide']: [1, 3, 143, 200], images['tall']: [1, 3, 200, 132]}
+    assert_parity(record, min_compared=300 * 270)
+    assert record['parity'][images['wide']]['compared'] == 300 * 420
+    assert record['parity'][images['tall']]['compared'] == 410 * 270
