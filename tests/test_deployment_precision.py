@@ -78,7 +78,7 @@ def test_rewrite_registry_is_restored_and_other_heads_export(tmp_path, deployed,
         during = rewrite_records()  # ours, while exporting: forward and pre-NMS selection
         assert {name: len(during[name]) - len(before[name]) for name in during} == {
             rewrites.FUNC: 1, rewrites.RPN: 0, rewrites.ROI_BBOX: 0, rewrites.ROI_EXTRACTOR: 0,
-            rewrites.SINGLE_STAGE: 1, rewrites.TWO_STAGE: 0}
+            rewrites.SINGLE_STAGE: 1, rewrites.TWO_STAGE: 0, rewrites.SEG_UPSAMPLE: 0}
         raise RuntimeError('export failed')
     import mmdeploy.apis.onnx
     monkeypatch.setattr(mmdeploy.apis.onnx, 'export', failing_export)
