@@ -4,6 +4,7 @@ The detectors carry seeded weights whose confident boxes grow past the image, on
 whose resized sides are not multiples of 32 (:mod:`deploy_helpers`); each detection deploy
 config is exported once per session (``deployed`` in conftest.py) and read by several tests.
 """
+import copy
 import json
 import subprocess
 import sys
@@ -369,3 +370,31 @@ def test_dynamic_segmentation_runs_whole_images_at_the_test_scale(tmp_path, imag
     assert_parity(record, min_compared=300 * 270)
     assert record['parity'][images['wide']]['compared'] == 300 * 420
     assert record['parity'][images['tall']]['compared'] == 410 * 270
+
+
+def test_segmentation_post_processing_is_mmsegs_exactly():
+    """The backend's post-processing gives mmseg's labels and logits bit for bit: at the
+    original size, after cropping padding, after a resize, and with ties between classes
+    (integer logits: the first maximum wins, as in torch)."""
+    import types
+
+    from mmseg.models.segmentors import BaseSegmentor
+    from mmseg.structures import SegDataSample
+
+    from evit_mm.deployment.backends import segmentation_results
+    segmentor = types.SimpleNamespace(align_corners=False)
+    segmentor.postprocess_result = types.MethodType(BaseSegmentor.postprocess_result, segmentor)
+    torch.manual_seed(0)
+    cases = [(dict(ori_shape=(37, 51)), (37, 51)),  # as the network saw it
+             (dict(ori_shape=(30, 45), img_padding_size=[0, 6, 0, 7]), (37, 51)),  # padded
+             (dict(ori_shape=(75, 101)), (37, 51))]  # resized
+    for meta, shape in cases:
+        for logits in (torch.randn(2, 19, *shape), torch.randint(0, 3, (2, 19, *shape)).float()):
+            samples = [SegDataSample(metainfo=dict(meta)) for _ in range(2)]
+            expected = segmentor.postprocess_result(logits, copy.deepcopy(samples))
+            got = segmentation_results(logits, samples, segmentor)
+            for want, have in zip(expected, got):
+                assert torch.equal(want.pred_sem_seg.data, have.pred_sem_seg.data), meta
+                assert torch.equal(want.seg_logits.data, have.seg_logits.data), meta
+    assert torch.equal(segmentation_results(logits, None, segmentor)[0].pred_sem_seg.data,
+                       logits[0].argmax(0, keepdim=True))  # no samples: mmseg's own
