@@ -363,10 +363,12 @@ def _pseudo_labelled_config(tmp_path: Path, exported, scale) -> Path:
     assert len(annotations) >= 8
     (tmp_path / 'pseudo.json').write_text(json.dumps(dict(coco, annotations=annotations)))
     resize = f"dict(type='Resize', scale={tuple(scale)}, keep_ratio=True)"
-    config.write_text(config.read_text().replace(  # the list itself: the base's is replaced
+    # the pipeline list itself (the base's is replaced) and the pseudo labels, in the one
+    # test_dataloader of the file (a second assignment would replace the first)
+    config.write_text(config.read_text().replace(
         'pipeline=test_pipeline', f"pipeline=[dict(type='LoadImageFromFile'), {resize}, "
-        "dict(type='LoadAnnotations', with_bbox=True), dict(type='PackDetInputs')]")
-        + f"test_dataloader = dict(dataset=dict(ann_file='{tmp_path}/pseudo.json'))\n"
+        "dict(type='LoadAnnotations', with_bbox=True), dict(type='PackDetInputs')]").replace(
+        "ann_file='annotations/instances_val2017.json'))", f"ann_file='{tmp_path}/pseudo.json'))")
         + f"test_evaluator = dict(ann_file='{tmp_path}/pseudo.json')\n")
     return config
 
@@ -484,13 +486,21 @@ def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp
             _quantized_layers(Path(plain['file']), ''))
 
 
-def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path, deployed):
+@pytest.fixture
+def pseudo_labelled(tmp_path, deployed):
+    """The dynamic ONNX Runtime deployment and its model config whose test labels are the
+    model's own detections at 160x120."""
+    exported = deployed('detection_onnxruntime_dynamic.py')
+    return exported, _pseudo_labelled_config(tmp_path, exported, (160, 120))
+
+
+def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path,
+                                                                        pseudo_labelled):
     """--metric-images 2 of the 4 test images: the metric of exactly those two (mmdet's
     CocoMetric would also count the other images' objects as missed), as with an annotation
     file that holds only them; the record and the summary say how many were used."""
     from evit_mm.deployment.evaluate import main as test_main
-    exported = deployed('detection_onnxruntime_dynamic.py')
-    config = _pseudo_labelled_config(tmp_path, exported, (160, 120))  # mAP well above 0
+    exported, config = pseudo_labelled
     coco = json.loads((tmp_path / 'pseudo.json').read_text())
     assert len(coco['images']) == 4
     kept = {coco['images'][0]['id'], coco['images'][3]['id']}  # 2 of 4, spread evenly
@@ -511,3 +521,53 @@ def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path
     assert sampled['metrics']['coco/bbox_mAP'] == pytest.approx(alone['metrics']['coco/bbox_mAP'])
     assert sampled['metrics']['coco/bbox_mAP'] > 0.05
     assert sampled['speed']['images_timed'] <= 2
+
+
+def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files(
+        tmp_path, deployed, pseudo_labelled, capsys, monkeypatch):
+    """tools/deployment/benchmark.py on a detector whose test labels are its own detections:
+    PyTorch, ONNX Runtime and OpenVINO f32 with PyTorch's metric (drop 0), bf16 on a CPU
+    without bf16 units listed with the reason, one table, a JSON record naming the CPU; the
+    ONNX file an earlier run left in the work dir is reused, not exported again."""
+    import shutil
+
+    from evit_mm.deployment import quantize
+    from evit_mm.deployment.benchmark import main as benchmark_main
+    exported, config = pseudo_labelled
+    earlier = tmp_path / 'bench' / 'onnxruntime_f32' / 'end2end.onnx'
+    earlier.parent.mkdir(parents=True)
+    shutil.copy(exported.record['files']['onnx'], earlier)
+    exported_at = earlier.stat().st_mtime_ns
+    openvino = Path(deployed('detection_openvino_dynamic.py').record['files']['openvino_xml'])
+    (tmp_path / 'bench' / 'openvino_f32').mkdir()
+    for suffix in ('.xml', '.bin'):
+        shutil.copy(openvino.with_suffix(suffix),
+                    tmp_path / 'bench' / 'openvino_f32' / f'end2end{suffix}')
+    monkeypatch.setattr(quantize, 'cpu_flags', lambda: ['avx2', 'avx512f'])  # no bf16 units
+    argv = [str(config), exported.checkpoint, '--runtimes', 'pytorch', 'onnxruntime',
+            'openvino', '--precisions', 'f32', 'bf16', '--work-dir', str(tmp_path / 'bench')]
+    record = benchmark_main(argv)
+    rows = {row['name']: row for row in record['rows']}
+    assert list(rows) == ['pytorch f32', 'onnxruntime f32', 'openvino f32', 'openvino bf16']
+    reference = rows['pytorch f32']['metrics']['coco/bbox_mAP']
+    assert reference > 1
+    for name in ('onnxruntime f32', 'openvino f32'):
+        assert rows[name]['metrics']['coco/bbox_mAP'] == pytest.approx(reference, abs=0.05)
+        assert rows[name]['drops']['coco/bbox_mAP'] == pytest.approx(
+            reference - rows[name]['metrics']['coco/bbox_mAP'])
+        assert rows[name]['speedup'] == pytest.approx(rows[name]['fps']
+                                                      / rows['pytorch f32']['fps'])
+        assert rows[name]['size_mb'] > 1
+    assert rows['openvino bf16']['not_run'].startswith('bf16 needs a CPU with bf16 units')
+    assert rows['onnxruntime f32']['file'] == str(earlier)
+    assert earlier.stat().st_mtime_ns == exported_at  # reused, not exported again
+    saved = json.loads((tmp_path / 'bench/benchmark.json').read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert saved['cpu_flags'] == cpu_flags() and saved['threads'] == torch.get_num_threads()
+    assert saved['input'].startswith('test resize 160x120 (keep_ratio=True)')
+    assert saved['images'] == 'all 4 test images' and re.fullmatch(r'\d{4}-\d\d-\d\d',
+                                                                   saved['date'])
+    printed = capsys.readouterr().out
+    assert '| runtime | coco/bbox_mAP | drop | FPS | speed-up | file size |' in printed
+    assert f"| onnxruntime f32 | {rows['onnxruntime f32']['metrics']['coco/bbox_mAP']:.2f} |" \
+        in printed and saved['device_name'] in printed

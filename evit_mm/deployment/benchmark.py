@@ -1,0 +1,192 @@
+"""``tools/deployment/benchmark.py``: a trained model's metric and speed in every runtime and
+precision this CPU runs, in one table.
+
+    python tools/deployment/benchmark.py MODEL_CFG CHECKPOINT [--runtimes ...]
+        [--precisions ...] [--metric-images N] [--work-dir DIR] [--threads T] [--verbose]
+
+For PyTorch (fused, float32), ONNX Runtime float32 and OpenVINO float32, bf16 and int8, it
+exports the model with our dynamic deploy config of its task (or reuses the backend file an
+earlier run left in ``DIR/<runtime>_<precision>/``), evaluates it on the model config's test
+split (at most ``--metric-images`` images, spread evenly) and times it there end to end,
+preprocessing and post-processing included, as ``tools/test.py`` times a model. It prints one
+markdown table (metric, drop against PyTorch, FPS, speed-up, file size) and writes
+``DIR/benchmark.json`` with the CPU model, its flags, the threads, the input size and the
+date. A precision the CPU has no units for is listed with the reason, never emulated.
+"""
+import argparse
+import datetime
+import json
+import os
+import os.path as osp
+from typing import List, Optional, Sequence
+
+import torch
+
+from ..config import framework_of, load_config
+from ..errors import DeployError, exits_on_user_errors
+from ..inference import build_inference_model
+from ..runtime import check_dataset
+from ..timing import environment
+from .backends import build_backend_model, quiet, require
+from .deploy import export_and_load, torch_threads
+from .deploy_config import DEPLOY_CONFIGS, TASKS, read_deploy_config, task_of_model
+from .evaluate import (DEFAULT_METRIC_IMAGES, build_test_dataset, evaluation_config,
+                       main_metrics, reference_config, run_test, sample_test_images,
+                       test_scale)
+from .quantize import precision_support
+
+RUNTIMES = {'pytorch': ('f32',), 'onnxruntime': ('f32',), 'openvino': ('f32', 'bf16', 'int8')}
+BACKEND_FILES = {'onnxruntime': ('end2end.onnx',), 'openvino': ('end2end_int8.xml', 'end2end.xml')}
+
+
+def dynamic_deploy_config(task: str, backend: str, precision: str) -> str:
+    suffix = '' if precision == 'f32' else f'-{precision}'
+    return osp.join(DEPLOY_CONFIGS, f'{TASKS[task]}_{backend}{suffix}_dynamic.py')
+
+
+def _existing_file(work_dir: str, backend: str, precision: str) -> Optional[str]:
+    """The backend file an earlier run wrote in ``work_dir`` for this precision, if any."""
+    names = BACKEND_FILES[backend]
+    if backend == 'openvino':
+        names = names[:1] if precision == 'int8' else names[1:]
+    found = [osp.join(work_dir, name) for name in names if osp.isfile(osp.join(work_dir, name))]
+    return found[0] if found else None
+
+
+def _size_mb(path: str) -> float:
+    files = [path] + ([path[:-len('.xml')] + '.bin'] if path.endswith('.xml') else [])
+    return sum(osp.getsize(f) for f in files if osp.isfile(f)) / 2 ** 20
+
+
+def benchmark(model_cfg_path: str, checkpoint: str, work_dir: str,
+              runtimes: Sequence[str] = tuple(RUNTIMES),
+              precisions: Sequence[str] = ('f32', 'bf16', 'int8'),
+              metric_images: Optional[int] = DEFAULT_METRIC_IMAGES,
+              threads: Optional[int] = None, verbose: bool = False) -> dict:
+    """Metric and end-to-end speed of each runtime and precision on the test split; the
+    record (also written to ``work_dir/benchmark.json``)."""
+    model_cfg = load_config(model_cfg_path, pretrained=False)
+    framework = framework_of(model_cfg)
+    check_dataset(model_cfg, splits=('test',))
+    require(*[name for name in runtimes if name != 'pytorch'],
+            *(['mmdeploy', 'onnx'] if set(runtimes) - {'pytorch'} else []),
+            *(['nncf'] if 'openvino' in runtimes and 'int8' in precisions else []))
+    os.makedirs(work_dir, exist_ok=True)
+    log = osp.join(work_dir, 'benchmark.log')
+    rows: List[dict] = []
+    with quiet(log, verbose) as say, torch_threads(threads) as used:
+        images = sample_test_images(reference_config(model_cfg), metric_images)
+        export_image = build_test_dataset(model_cfg).get_data_info(
+            images.indices[0] if images.indices else 0)['img_path']
+        say(f'[evit_mm benchmark] {images.describe()}; log: {log}')
+        torch_model = build_inference_model(model_cfg_path, checkpoint, fuse=True)[0]
+        for runtime in runtimes:
+            for precision in RUNTIMES[runtime]:
+                if precision not in precisions:
+                    continue
+                name = f'{runtime} {precision}'
+                say(f'[evit_mm benchmark] {name} ...')
+                try:
+                    rows.append(dict(name=name, **_measure(
+                        runtime, precision, model_cfg, model_cfg_path, checkpoint, torch_model,
+                        export_image, osp.join(work_dir, name.replace(' ', '_')), used,
+                        images, say)))
+                except DeployError as err:
+                    rows.append(dict(name=name, not_run=str(err)))
+    reference = next((row for row in rows if row['name'] == 'pytorch f32' and 'metrics' in row),
+                     None)
+    for row in rows:
+        if reference is not None and 'metrics' in row:
+            row['drops'] = {key: reference['metrics'][key] - value
+                            for key, value in row['metrics'].items()}
+            row['speedup'] = (row['fps'] / reference['fps']
+                              if row['fps'] and reference['fps'] else None)
+    scale = test_scale(model_cfg)
+    record = dict(model_config=model_cfg_path, checkpoint=checkpoint, framework=framework,
+                  images=images.describe(), rows=rows,
+                  input=(f'test resize {scale[0][0]}x{scale[0][1]} (keep_ratio={scale[1]}), '
+                         'each image at its own size' if scale else 'each image at its own size'),
+                  date=datetime.date.today().isoformat(), **environment('cpu'))
+    with open(osp.join(work_dir, 'benchmark.json'), 'w') as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def _measure(runtime: str, precision: str, model_cfg, model_cfg_path: str, checkpoint: str,
+             torch_model: torch.nn.Module, image: str, work_dir: str, threads: int, images,
+             say) -> dict:
+    framework = framework_of(model_cfg)
+    if runtime == 'pytorch':
+        metrics, speed = run_test(torch_model, reference_config(model_cfg), work_dir, images)
+        weights = sum(t.numel() * t.element_size() for t in torch_model.state_dict().values())
+        return dict(metrics=main_metrics(metrics, framework), fps=speed.get('fps'),
+                    file=checkpoint, size_mb=weights / 2 ** 20)  # the fused model's weights
+    if precision != 'f32':
+        precision_support(precision)  # DeployError where the CPU would only emulate it
+    deploy_cfg = read_deploy_config(dynamic_deploy_config(task_of_model(model_cfg), runtime,
+                                                          precision))
+    file = _existing_file(work_dir, runtime, precision)
+    if file is None:
+        pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir, threads,
+                               spinning=False, say=say)
+        file = pair.files.get('openvino_xml', pair.files['onnx'])
+        model = pair.backend_model
+    else:
+        say(f'[evit_mm benchmark]   reusing {file}')
+        model = build_backend_model(model_cfg, deploy_cfg, [file], threads, torch_model,
+                                    spinning=False)
+    metrics, speed = run_test(model, evaluation_config(model_cfg, deploy_cfg), work_dir, images)
+    return dict(metrics=main_metrics(metrics, framework), fps=speed.get('fps'), file=file,
+                size_mb=_size_mb(file), deploy_config=osp.relpath(deploy_cfg.filename))
+
+
+def markdown_table(record: dict) -> str:
+    keys = next((list(row['metrics']) for row in record['rows'] if 'metrics' in row), [])
+    lines = ['| runtime | ' + ' | '.join(keys) + ' | drop | FPS | speed-up | file size |',
+             '|---|' + '---|' * (len(keys) + 4)]
+    for row in record['rows']:
+        if 'not_run' in row:
+            lines.append(f"| {row['name']} | " + ' | '.join(['–'] * (len(keys) + 4))
+                         + f" |\n|  | not run: {row['not_run']} |")
+            continue
+        drop = ', '.join(f'{value:+.2f}' for value in (row.get('drops') or {}).values()) or '–'
+        speedup = f"{row['speedup']:.2f}x" if row.get('speedup') else '–'
+        fps = f"{row['fps']:.2f}" if row['fps'] else '–'
+        size = f"{row['size_mb']:.1f} MB" if row.get('size_mb') is not None else '–'
+        lines.append(f"| {row['name']} | "
+                     + ' | '.join(f"{row['metrics'][key]:.2f}" for key in keys)
+                     + f' | {drop} | {fps} | {speedup} | {size} |')
+    return '\n'.join(lines)
+
+
+def caption(record: dict) -> str:
+    return (f"{record['images']}, {record['input']}; {record['device_name']} "
+            f"({', '.join(record['cpu_flags']) or 'no listed flags'}), {record['threads']} "
+            f"threads, batch 1, end to end (pre- and post-processing included), "
+            f"{record['date']}; metrics in points, drop against PyTorch fused")
+
+
+@exits_on_user_errors('benchmark')
+def main(argv: Optional[List[str]] = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip('`: '))
+    parser.add_argument('model_cfg', help='model config (for a --demo run: the copy in its '
+                                          'work dir)')
+    parser.add_argument('checkpoint', help='trained checkpoint')
+    parser.add_argument('--runtimes', nargs='+', default=list(RUNTIMES), choices=list(RUNTIMES))
+    parser.add_argument('--precisions', nargs='+', default=['f32', 'bf16', 'int8'],
+                        choices=['f32', 'bf16', 'int8'])
+    parser.add_argument('--metric-images', type=int, default=DEFAULT_METRIC_IMAGES, metavar='N',
+                        help=f'test images per runtime, spread evenly (default '
+                             f'{DEFAULT_METRIC_IMAGES}; 0: all)')
+    parser.add_argument('--work-dir', default='work_dirs/benchmark',
+                        help='backend files (reused by a later run), benchmark.json, the log')
+    parser.add_argument('--threads', type=int, help='CPU threads for every runtime')
+    parser.add_argument('--verbose', action='store_true',
+                        help='show the frameworks\' and runtimes\' log instead of writing it to '
+                             'WORK_DIR/benchmark.log')
+    args = parser.parse_args(argv)
+    record = benchmark(args.model_cfg, args.checkpoint, args.work_dir, args.runtimes,
+                       args.precisions, args.metric_images, args.threads, args.verbose)
+    print(markdown_table(record))
+    print(f'\n{caption(record)}\n(record: {osp.join(args.work_dir, "benchmark.json")})')
+    return record
