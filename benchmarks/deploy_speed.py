@@ -22,9 +22,10 @@ per-channel DequantizeLinear), timed against the float32
 graph and OpenVINO's int8 graph (speed only: calibrated on a few random images).
 
 Metric: with ``--demo-dir NAME=WORK_DIR`` (a ``tools/train.py CONFIG --demo`` work dir),
-each runtime exports that checkpoint and is evaluated on the demo val split (as
-``tools/deployment/test.py``): metric and FPS, labelled demo. Detection uses the dynamic
-deploy configs (the demo's own test resize), segmentation a static one at 256x256.
+``tools/deployment/benchmark.py`` runs on that checkpoint (every runtime and precision,
+dynamic deploy configs: the demo's own test resize, on the demo val split): metric and FPS
+end to end, labelled demo. The speed cases above (random weights at 800x1344 / 512x512,
+with the profile) are this script's own.
 
 Writes benchmarks/results/deploy_speed.json (cases not run this time are kept, each with
 the CPU it was measured on) and prints every figure with the CPU name and flags.
@@ -36,19 +37,18 @@ import os
 import os.path as osp
 import statistics
 import tempfile
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
 from mmengine.config import Config
 
 from evit_mm.analysis.model_zoo import update_readme
-from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
 from evit_mm.deployment.backends import export_backbone, graph_feed, make_runner, numpy_feed
+from evit_mm.deployment.benchmark import benchmark
 from evit_mm.deployment.deploy import export_and_load, predict
-from evit_mm.deployment.deploy_config import deploy_config_for, read_deploy_config
-from evit_mm.deployment.evaluate import evaluation_config, main_metric, run_test
+from evit_mm.deployment.deploy_config import deploy_config_for
 from evit_mm.deployment.quantize import precision_support
 from evit_mm.errors import DeployError
 from evit_mm.inference import RawNetwork
@@ -97,8 +97,7 @@ def _deploy_cfg(config: str, backend: str, precision: str, shape) -> Config:
     return cfg
 
 
-def _runtimes(config: str, shape, threads: int, work_root: str,
-              checkpoint: Optional[str] = None, dynamic_detection: bool = False) -> Dict:
+def _runtimes(config: str, shape, threads: int, work_root: str) -> Dict:
     """``{'onnxruntime f32': Deployment or the reason it cannot run, ...}``."""
     image = np.random.RandomState(0).randint(0, 256, (*shape, 3), dtype=np.uint8)
     calibration = _calibration_cfg(config, osp.join(work_root, 'calibration'))
@@ -109,13 +108,7 @@ def _runtimes(config: str, shape, threads: int, work_root: str,
             if precision != 'f32':
                 precision_support(precision)
             cfg = _deploy_cfg(config, backend, precision, shape)
-            if dynamic_detection and not _segmentation(config):
-                suffix = '' if precision == 'f32' else f'-{precision}'
-                cfg = read_deploy_config(osp.join(REPO, 'configs', 'deploy',
-                                                  f'detection_{backend}{suffix}_dynamic.py'))
-                if precision == 'int8':
-                    cfg.calib_config = dict(num_images=CALIBRATION_IMAGES)
-            pairs[name] = export_and_load(cfg, config, checkpoint, image,
+            pairs[name] = export_and_load(cfg, config, None, image,
                                           osp.join(work_root, name.replace(' ', '_')),
                                           threads, calibration, spinning=False)
         except DeployError as err:
@@ -186,32 +179,23 @@ def _onnxruntime_int8(pair, shape, threads: int, work_root: str):
 
 def _graph(pair):
     model = pair.backend_model
-    return model.wrapper if hasattr(model, 'wrapper') else model.runner
+    return model.wrapper
 
 
 def measure_metric(config: str, work_dir: str, threads: int, work_root: str) -> dict:
-    """Each runtime on the demo val split of a ``--demo`` work dir: metric (points) and FPS."""
+    """Each runtime on the demo val split of a ``--demo`` work dir (metric in points, FPS end to
+    end): ``tools/deployment/benchmark.py`` on its saved config and latest checkpoint."""
     checkpoint = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime)[-1]
     saved = osp.join(work_dir, osp.basename(config))  # the demo config: demo data, demo scale
-    segmentation = _segmentation(saved)
-    shape = (256, 256) if segmentation else (160, 160)
-    pairs = _runtimes(saved, shape, threads, work_root, checkpoint, dynamic_detection=True)
-    cfg = load_config(saved, pretrained=False)
-    deploy_cfg = (deploy_config_for(saved, 'onnxruntime', shape) if segmentation else
-                  read_deploy_config(osp.join(REPO, 'configs/deploy/'
-                                                    'detection_onnxruntime_dynamic.py')))
-    test_cfg = evaluation_config(cfg, deploy_cfg)  # the same images for every runtime
-    runnable = {name: pair for name, pair in pairs.items() if not isinstance(pair, str)}
-    models = {'pytorch f32': runnable['onnxruntime f32'].model}
-    models.update({name: pair.backend_model for name, pair in runnable.items()})
-    results = dict(checkpoint=checkpoint, shape=list(shape),
-                   not_run={name: p for name, p in pairs.items() if isinstance(p, str)})
-    for name, model in models.items():
-        metrics, speed = run_test(model, test_cfg, osp.join(work_root, 'test',
-                                                            name.replace(' ', '_')))
-        key, points = main_metric(metrics, cfg.default_scope)
-        results[name] = dict(metric=key, points=points, fps=speed['fps'],
-                             images_timed=speed['images_timed'])
+    record = benchmark(saved, checkpoint, osp.join(work_root, 'benchmark'), threads=threads)
+    results = dict(checkpoint=checkpoint, input=record['input'], images=record['images'],
+                   not_run={})
+    for row in record['rows']:
+        if 'not_run' in row:
+            results['not_run'][row['name']] = row['not_run']
+        else:
+            key, points = next(iter(row['metrics'].items()))
+            results[row['name']] = dict(metric=key, points=points, fps=row['fps'])
     return results
 
 
@@ -296,8 +280,8 @@ def markdown_tables(figures: dict) -> str:
                 cells.append(_not_run((demo or {}).get('not_run', {}).get(runtime, '')))
         metric = next((r['metric'] for r in (demo or {}).values()
                        if isinstance(r, dict) and 'metric' in r), '–')
-        what = ('not measured' if not demo else 'dynamic' if 'mAP' in metric else
-                f"static {demo['shape'][0]}x{demo['shape'][1]}")
+        what = ('not measured' if not demo else 'dynamic' if 'input' in demo or 'mAP' in metric
+                else f"static {demo['shape'][0]}x{demo['shape'][1]}")  # segmentation before 12/2026
         lines.append(f'| {LABELS[name]} ({what}) | {metric} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
 

@@ -55,11 +55,6 @@ def main_metrics(metrics: Dict[str, float], framework: str) -> Dict[str, float]:
     return found
 
 
-def main_metric(metrics: Dict[str, float], framework: str) -> Tuple[str, float]:
-    """The headline metric of a result (the first of :func:`main_metrics`), in points."""
-    return next(iter(main_metrics(metrics, framework).items()))
-
-
 def _test_pipelines(cfg: Config) -> List[list]:
     """The test pipelines of ``cfg``: each test dataset's (Repeat, Concat & co unwrapped) and
     ``test_pipeline``."""
