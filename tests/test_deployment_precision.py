@@ -1,6 +1,7 @@
 """Deployment in reduced precision and its checks: a parity check that fails both ways, scoped
 rewrites, int8 and bf16 with their metric on a dataset, and tools/deployment/test.py."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.deploy_config import read_deploy_config
+from evit_mm.deployment.evaluate import ImageEvaluator, sample_test_images
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
 from evit_mm.deployment.quantize import (BF16_FLAGS, calibration_dataset_cfg, calibration_images,
                                          precision_support, quantize_int8)
@@ -156,7 +158,9 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     record = json.loads((tmp_path / 'out/deploy_record.json').read_text())
     assert record['metric_check']['ok'] is False
     assert record['precision'] == 'int8' and len(record['calibration_images']) == 4
-    assert record['quantization'] == dict(method='ptq')
+    xml = Path(record['files']['openvino_xml'])
+    assert record['quantization'] == dict(method='ptq',
+                                          fake_quantize_ops=_quantized_layers(xml, ''))
     assert all(Path(p).parent == data / 'images/validation' for p in record['calibration_images'])
     xml = Path(record['files']['openvino_xml'])
     assert xml.name == 'end2end_int8.xml' and 'FakeQuantize' in xml.read_text()
@@ -465,7 +469,8 @@ def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp
         return dict(inputs=inputs[int(index)], data_samples=[])
 
     plain = quantize_int8(xml, list(range(8)), prepare, str(tmp_path / 'ptq.xml'))
-    assert plain == dict(method='ptq', file=str(tmp_path / 'ptq.xml'))
+    assert plain == dict(method='ptq', file=str(tmp_path / 'ptq.xml'),
+                         fake_quantize_ops=_quantized_layers(tmp_path / 'ptq.xml', ''))
     full_drop = 100 - validate(ov.Core().compile_model(plain['file'], 'CPU', {
         'INFERENCE_PRECISION_HINT': 'f32'}), range(8))[0]
     max_drop = 0.8 * full_drop  # one or two operations back in float meet it, not zero
@@ -482,8 +487,25 @@ def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp
     kept = ov.Core().compile_model(report['file'], 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
     final_drop = 100 - validate(kept, range(8))[0]
     assert final_drop == pytest.approx(report['steps'][-1]['drop'], abs=1e-3)
-    assert (_quantized_layers(Path(report['file']), '') <
-            _quantized_layers(Path(plain['file']), ''))
+    assert report['reached'] is True and report['quantized_operations'] == 3
+    assert (report['fake_quantize_ops'] == _quantized_layers(Path(report['file']), '') <
+            plain['fake_quantize_ops'])
+    # a drop no quantized model meets: every operation tried in float, the report says so
+    # (NNCF lists none as kept), and an IR with no int8 operation left is refused
+    beyond = quantize_int8(xml, list(range(8)), prepare, str(tmp_path / 'beyond.xml'),
+                           accuracy=AccuracyControl(validate, list(range(8)), -1.0,
+                                                    dict(score=0.0), ranking_images=4))
+    assert beyond['reached'] is False and beyond['fake_quantize_ops'] == 0
+    assert beyond['kept_in_float'] == [step['put_back_in_float'][0] for step in beyond['steps']]
+    assert len(set(beyond['kept_in_float'])) == 3
+    with pytest.raises(DeployError, match=r"^beyond\.xml has no int8 operation left: NNCF's "
+                       r'accuracy control put every quantized operation back in float'):
+        deploy_module._check_quantized(beyond, 'beyond.xml', print)
+    said = []  # not reached, some int8 left: said, and the metric check decides
+    deploy_module._check_quantized(dict(beyond, fake_quantize_ops=2), 'beyond.xml', said.append)
+    assert said == ["[evit_mm deploy] int8: NNCF's accuracy control could not keep the drop on "
+                    'the val images within -1.0 points; 3 operations are in float. The metric '
+                    'check on the test images decides.']
 
 
 @pytest.fixture
@@ -521,6 +543,41 @@ def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path
     assert sampled['metrics']['coco/bbox_mAP'] == pytest.approx(alone['metrics']['coco/bbox_mAP'])
     assert sampled['metrics']['coco/bbox_mAP'] > 0.05
     assert sampled['speed']['images_timed'] <= 2
+    # a test dataset that keeps some of its images (indices) is sampled among those
+    subset = tmp_path / 'subset.py'
+    subset.write_text(f"_base_ = '{config}'\n"
+                      'test_dataloader = dict(dataset=dict(indices=[1, 2, 3]))\n')
+    images = sample_test_images(load_config(str(subset), pretrained=False), 2)
+    assert (images.indices, images.img_ids) == ([1, 3], [coco['images'][i]['id'] for i in (1, 3)])
+    with pytest.raises(DeployError, match=r'^--metric-images -2: give a number of test images'):
+        sample_test_images(load_config(str(config), pretrained=False), -2)
+
+
+class _DetectsNothing(torch.nn.Module):
+    """A detector's predictions with every detection dropped."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def test_step(self, batch):
+        outputs = self.model.test_step(batch)
+        for sample in outputs:
+            sample.pred_instances = sample.pred_instances[:0]
+        return outputs
+
+
+def test_validation_scores_a_model_that_detects_nothing_zero(tmp_path, pseudo_labelled):
+    """Accuracy control's evaluator gives every variant a score, each image too: an image
+    (or a whole sample) with no detections scores 0 points (mmdet's CocoMetric gives no
+    metric then), and the float model's own labels score 100."""
+    exported, config = pseudo_labelled
+    evaluator = ImageEvaluator(load_config(str(config), pretrained=False))
+    found, each = evaluator(exported.pair.model, [0, 3], each=True)
+    assert found['coco/bbox_mAP'] == pytest.approx(100, abs=0.5)
+    assert [image['coco/bbox_mAP'] for image in each] == pytest.approx([100, 100], abs=0.5)
+    found, each = evaluator(_DetectsNothing(exported.pair.model), [0, 3], each=True)
+    assert found == {'coco/bbox_mAP': 0.0} and each == [found, found]
 
 
 def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files(
@@ -532,7 +589,7 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     import shutil
 
     from evit_mm.deployment import quantize
-    from evit_mm.deployment.benchmark import main as benchmark_main
+    from evit_mm.deployment.benchmark import main as benchmark_main, mark_exported
     exported, config = pseudo_labelled
     earlier = tmp_path / 'bench' / 'onnxruntime_f32' / 'end2end.onnx'
     earlier.parent.mkdir(parents=True)
@@ -543,6 +600,8 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     for suffix in ('.xml', '.bin'):
         shutil.copy(openvino.with_suffix(suffix),
                     tmp_path / 'bench' / 'openvino_f32' / f'end2end{suffix}')
+    for runtime in ('onnxruntime_f32', 'openvino_f32'):  # as an earlier run of this model
+        mark_exported(str(tmp_path / 'bench' / runtime), str(config), exported.checkpoint)
     monkeypatch.setattr(quantize, 'cpu_flags', lambda: ['avx2', 'avx512f'])  # no bf16 units
     argv = [str(config), exported.checkpoint, '--runtimes', 'pytorch', 'onnxruntime',
             'openvino', '--precisions', 'f32', 'bf16', '--work-dir', str(tmp_path / 'bench')]
@@ -571,3 +630,13 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     assert '| runtime | coco/bbox_mAP | drop | FPS | speed-up | file size |' in printed
     assert f"| onnxruntime f32 | {rows['onnxruntime f32']['metrics']['coco/bbox_mAP']:.2f} |" \
         in printed and saved['device_name'] in printed
+    # the checkpoint changed since (trained on): exported again
+    checkpoint_copy = tmp_path / 'retrained.pth'
+    shutil.copy(exported.checkpoint, checkpoint_copy)
+    mark_exported(str(tmp_path / 'bench' / 'onnxruntime_f32'), str(config), str(checkpoint_copy))
+    os.utime(checkpoint_copy, ns=(exported_at + 10**9, exported_at + 10**9))
+    again = benchmark_main([str(config), str(checkpoint_copy), '--runtimes', 'onnxruntime',
+                            '--work-dir', str(tmp_path / 'bench')])
+    assert earlier.stat().st_mtime_ns != exported_at
+    assert again['rows'][0]['metrics'] == pytest.approx(rows['onnxruntime f32']['metrics'],
+                                                        abs=0.05)

@@ -5,9 +5,9 @@ precision this CPU runs, in one table.
         [--precisions ...] [--metric-images N] [--work-dir DIR] [--threads T] [--verbose]
 
 For PyTorch (fused, float32), ONNX Runtime float32 and OpenVINO float32, bf16 and int8, it
-exports the model with our dynamic deploy config of its task (or reuses the backend file an
-earlier run left in ``DIR/<runtime>_<precision>/``), evaluates it on the model config's test
-split (at most ``--metric-images`` images, spread evenly) and times it there end to end,
+exports the model with our dynamic deploy config of its task into
+``DIR/<runtime>_<precision>/`` (or reuses what an earlier run exported there from the same
+config and checkpoint, both unchanged), evaluates it on the model config's test split (at most ``--metric-images`` images, spread evenly) and times it there end to end,
 preprocessing and post-processing included, as ``tools/test.py`` times a model. It prints one
 markdown table (metric, drop against PyTorch, FPS, speed-up, file size) and writes
 ``DIR/benchmark.json`` with the CPU model, its flags, the threads, the input size and the
@@ -15,6 +15,7 @@ date. A precision the CPU has no units for is listed with the reason, never emul
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import os.path as osp
@@ -37,6 +38,7 @@ from .quantize import precision_support
 
 RUNTIMES = {'pytorch': ('f32',), 'onnxruntime': ('f32',), 'openvino': ('f32', 'bf16', 'int8')}
 BACKEND_FILES = {'onnxruntime': ('end2end.onnx',), 'openvino': ('end2end_int8.xml', 'end2end.xml')}
+SOURCE_FILE = 'exported_from.json'
 
 
 def dynamic_deploy_config(task: str, backend: str, precision: str) -> str:
@@ -44,8 +46,32 @@ def dynamic_deploy_config(task: str, backend: str, precision: str) -> str:
     return osp.join(DEPLOY_CONFIGS, f'{TASKS[task]}_{backend}{suffix}_dynamic.py')
 
 
-def _existing_file(work_dir: str, backend: str, precision: str) -> Optional[str]:
-    """The backend file an earlier run wrote in ``work_dir`` for this precision, if any."""
+def _source(model_cfg_path: str, checkpoint: str) -> dict:
+    """What a backend file is exported from: the model config and the checkpoint as they are."""
+    with open(model_cfg_path, 'rb') as f:
+        config_sha256 = hashlib.sha256(f.read()).hexdigest()
+    return dict(model_config=osp.abspath(model_cfg_path), model_config_sha256=config_sha256,
+                checkpoint=osp.abspath(checkpoint),
+                checkpoint_bytes=osp.getsize(checkpoint),
+                checkpoint_mtime_ns=os.stat(checkpoint).st_mtime_ns)
+
+
+def mark_exported(work_dir: str, model_cfg_path: str, checkpoint: str) -> None:
+    """Record in ``work_dir`` what its backend files were exported from."""
+    with open(osp.join(work_dir, SOURCE_FILE), 'w') as f:
+        json.dump(_source(model_cfg_path, checkpoint), f, indent=2)
+
+
+def _existing_file(work_dir: str, backend: str, precision: str, model_cfg_path: str,
+                   checkpoint: str) -> Optional[str]:
+    """The backend file an earlier run exported in ``work_dir`` for this precision from the
+    same model config and checkpoint (unchanged since), if any."""
+    try:
+        with open(osp.join(work_dir, SOURCE_FILE)) as f:
+            if json.load(f) != _source(model_cfg_path, checkpoint):
+                return None
+    except (OSError, ValueError):
+        return None
     names = BACKEND_FILES[backend]
     if backend == 'openvino':
         names = names[:1] if precision == 'int8' else names[1:]
@@ -125,10 +151,11 @@ def _measure(runtime: str, precision: str, model_cfg, model_cfg_path: str, check
         precision_support(precision)  # DeployError where the CPU would only emulate it
     deploy_cfg = read_deploy_config(dynamic_deploy_config(task_of_model(model_cfg), runtime,
                                                           precision))
-    file = _existing_file(work_dir, runtime, precision)
+    file = _existing_file(work_dir, runtime, precision, model_cfg_path, checkpoint)
     if file is None:
         pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir, threads,
                                spinning=False, say=say)
+        mark_exported(work_dir, model_cfg_path, checkpoint)
         file = pair.files.get('openvino_xml', pair.files['onnx'])
         model = pair.backend_model
     else:
@@ -163,7 +190,8 @@ def caption(record: dict) -> str:
     return (f"{record['images']}, {record['input']}; {record['device_name']} "
             f"({', '.join(record['cpu_flags']) or 'no listed flags'}), {record['threads']} "
             f"threads, batch 1, end to end (pre- and post-processing included), "
-            f"{record['date']}; metrics in points, drop against PyTorch fused")
+            f"{record['date']}; metrics in points, drop against PyTorch fused; int8: the "
+            "operations left in float run in f32")
 
 
 @exits_on_user_errors('benchmark')

@@ -188,12 +188,28 @@ def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optiona
                                      osp.join(work_dir, 'end2end_int8.xml'),
                                      calib.get('ignored_scope'), accuracy)
         files['openvino_xml'] = quantization.pop('file')
+        _check_quantized(quantization, files['openvino_xml'], say)
     backend_file = files.get('openvino_xml', onnx_file)
     backend_model = build_backend_model(model_cfg, deploy_cfg, [backend_file], threads, model,
                                         spinning)
     return Deployment(backend, precision, model_cfg, model, backend_model, files, prepare,
                       processor, static=input_shape is not None, calibration_images=images,
                       quantization=quantization)
+
+
+def _check_quantized(report: dict, xml: str, say: Callable[[str], None]) -> None:
+    """Refuse an int8 IR with nothing left in int8; say when accuracy control did not reach
+    its drop (the metric check then decides)."""
+    if report['fake_quantize_ops'] == 0:
+        raise DeployError(f'{xml} has no int8 operation left: NNCF\'s accuracy control put every '
+                          f"quantized operation back in float to keep the drop within "
+                          f"{report.get('max_drop')} points. Deploy in f32 or bf16, or quantize "
+                          "with calib_config.method='ptq' (an ignored_scope keeps the sensitive "
+                          'layers in float) and accept a larger drop (evaluation_config.max_drop).')
+    if report.get('reached') is False:
+        say(f"[evit_mm deploy] int8: NNCF's accuracy control could not keep the drop on the val "
+            f"images within {report['max_drop']} points; {len(report['kept_in_float'])} "
+            'operations are in float. The metric check on the test images decides.')
 
 
 def _metric_check(pair: Deployment, deploy_cfg: Config, work_dir: str, max_drop: float,
@@ -408,17 +424,20 @@ def _quantization_lines(report: Optional[dict]) -> List[str]:
     if not report:
         return []
     if report['method'] == 'ptq':
-        return ["  int8: plain post-training quantization (calib_config.method='ptq')"]
-    kept, drop = report['kept_in_float'], report.get('quantized_drop')
-    shown = f'{drop:.2f}' if drop is not None else '–'
+        return ["  int8: plain post-training quantization (calib_config.method='ptq'), "
+                f"{report['fake_quantize_ops']} FakeQuantize operations"]
+    drop = report.get('quantized_drop')
     line = (f"  int8 under accuracy control on {report['validation_images']} val images: fully "
-            f"quantized, the worst metric dropped {shown} points")
+            f"quantized, the worst metric dropped {'–' if drop is None else f'{drop:.2f}'} "
+            f"points (accepted {report['max_drop']:.2f})")
     if not report['steps']:
-        return [line + f" (accepted {report['max_drop']:.2f}): nothing put back in float"]
+        return [line + ': nothing put back in float']
     last = report['steps'][-1]['drop']
-    return [line + f"; {len(kept)} operations put back in float in {len(report['steps'])} "
-            f"steps, drop {last if last is None else round(last, 2)} "
-            f"(accepted {report['max_drop']:.2f}; the record lists them)"]
+    reached = 'reached' if report['reached'] else 'NOT reached'
+    return [line + f"; {len(report['kept_in_float'])} of "
+            f"{report.get('quantized_operations', '?')} quantized operations put back in float "
+            f"in {len(report['steps'])} steps, drop {'–' if last is None else f'{last:.2f}'} "
+            f"({reached}; the record lists them)"]
 
 
 def summary_lines(record: Dict) -> List[str]:

@@ -149,7 +149,11 @@ def build_test_dataset(cfg: Config):
 
 def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
     """At most ``metric_images`` images of the test split, spread evenly over it (None or 0:
-    all). A wrapped test dataset (ConcatDataset & co) is evaluated whole."""
+    all). A test dataset that already keeps some ``indices`` is sampled among those; a wrapped
+    one (ConcatDataset & co) is evaluated whole."""
+    if metric_images is not None and metric_images < 0:
+        raise DeployError(f'--metric-images {metric_images}: give a number of test images '
+                          '(0: all of them).')
     dataset_cfg = cfg.test_dataloader.dataset
     dataset = build_test_dataset(cfg)
     total = len(dataset)
@@ -159,8 +163,14 @@ def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
         raise DeployError(f'--metric-images {metric_images}: the test dataset is a '
                           f'{dataset_cfg.get("type")} of {total} images, which cannot be '
                           'sampled; use --metric-images 0 to evaluate all of them.')
-    indices = spread_indices(total, metric_images)
-    return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in indices])
+    positions = spread_indices(total, metric_images)
+    kept = dataset_cfg.get('indices')  # the dataset's own subset: positions index into it
+    if kept is None:
+        indices = positions
+    else:
+        kept = list(range(kept)) if isinstance(kept, int) else list(kept)
+        indices = [kept[i] for i in positions]
+    return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in positions])
 
 
 def only_these_images(evaluator, img_ids: Optional[Sequence]) -> None:
@@ -195,20 +205,30 @@ class ImageEvaluator:
         with DefaultScope.overwrite_default_scope(self.framework):
             self.evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
         self.evaluator.dataset_meta = self.dataset.metainfo
+        self.keys: Optional[Tuple[str, ...]] = None  # the main metrics, from the first call
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def _metrics(self, batches: List[Tuple[dict, list]]) -> Dict[str, float]:
-        """The main metrics (points) of the predictions ``batches`` hold."""
+        """The main metrics (points) of the predictions ``batches`` hold. Total once the
+        metrics are known (after the first call): a metric the evaluator does not give for
+        these predictions (mmdet's CocoMetric when nothing was detected) counts 0."""
         only_these_images(self.evaluator,
                           [sample.metainfo.get('img_id') for _, outputs in batches
                            for sample in outputs])
         for batch, outputs in batches:
             self.evaluator.process(data_samples=outputs, data_batch=batch)
         metrics = self.evaluator.evaluate(len(batches))
-        return main_metrics({k: v for k, v in metrics.items() if isinstance(v, numbers.Real)},
-                            self.framework)
+        numbers_only = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real)}
+        if self.keys is None:
+            found = main_metrics(numbers_only, self.framework)
+            self.keys = tuple(found)
+            return found
+        points = main_metrics(dict(numbers_only, **{key: 0.0 for key in self.keys
+                                                    if key not in numbers_only}),
+                              self.framework)
+        return {key: points[key] for key in self.keys}
 
     def __call__(self, model: torch.nn.Module, indices: Sequence[int], each: bool = False
                  ) -> Tuple[Dict[str, float], Optional[List[Dict[str, float]]]]:

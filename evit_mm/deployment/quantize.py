@@ -142,34 +142,53 @@ class _Messages(logging.Handler):
 
 
 def _number(text: str) -> Optional[float]:
-    found = re.search(r'-?\d+(?:\.\d+)?(?:e-?\d+)?', text)
+    found = re.search(r'-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?', text)
     return float(found.group()) if found else None
 
 
 def accuracy_control_report(lines: List[str]) -> dict:
     """What NNCF's accuracy control did, from its log: the drop of the fully quantized model,
-    each step (operations put back in float, the drop after it), and the operations left in
-    float."""
-    report, scores = dict(steps=[], kept_in_float=[]), {}
+    each step in the order tried (operations put back in float, the drop after it; NNCF undoes
+    a step that made the drop worse and tries it again later), whether the drop was reached,
+    how many operations were quantized and those left in float."""
+    report, scores = dict(steps=[], kept_in_float=[], reached=None), {}
+    tried_all = False
     for line in lines:
         head, _, rest = line.partition('\n')
         names = [name.strip() for name in rest.splitlines() if name.strip()]
         if head.startswith(('Metric of initial model', 'Metric of quantized model')):
             scores[head.split()[2]] = _number(head.split(':', 1)[1])
+        elif head.startswith('Total number of quantized operations'):
+            report['quantized_operations'] = int(_number(head))
         elif head.startswith('Reverted '):
             report['steps'].append(dict(put_back_in_float=names, drop=None))
-        elif head.startswith('Accuracy drop with the new quantization scope') or \
-                'achieved required accuracy drop' in head:
-            if report['steps']:
-                report['steps'][-1]['drop'] = _number(head.split(' is ')[-1]
-                                                      if ' is ' in head else head)
+        elif head.startswith('Accuracy drop with the new quantization scope is '):
+            report['steps'][-1]['drop'] = _number(head.rsplit(' is ', 1)[1])
+        elif head.startswith('Algorithm completed'):
+            report['reached'] = True
+            if report['steps'] and 'achieved required accuracy drop' in head:
+                report['steps'][-1]['drop'] = _number(head.split('accuracy drop', 1)[1])
+            elif report['steps']:  # better than the float model: a negative drop
+                report['steps'][-1]['drop'] = 0.0
+        elif head.startswith('All layers have been checked'):
+            tried_all = True
+        elif 'could not achieve the required accuracy drop' in head:
+            report['reached'] = False
         elif 'were reverted back to the floating-point precision' in head:
             report['kept_in_float'] = names
-        elif head.startswith('Algorithm completed') or 'could not achieve' in head:
-            report['outcome'] = head
+    if tried_all:  # every operation put back in float: NNCF lists none
+        report['kept_in_float'] = list(dict.fromkeys(
+            name for step in report['steps'] for name in step['put_back_in_float']))
     if {'initial', 'quantized'} <= set(scores):
         report['quantized_drop'] = scores['initial'] - scores['quantized']
+    if report['reached'] is None and not report['steps']:
+        report['reached'] = True  # the fully quantized model held at once
     return report
+
+
+def fake_quantize_count(model) -> int:
+    """The FakeQuantize operations of an OpenVINO model (0: nothing runs in int8)."""
+    return sum(op.get_type_name() == 'FakeQuantize' for op in model.get_ops())
 
 
 @contextlib.contextmanager
@@ -223,7 +242,16 @@ def quantize_int8(model_file: str, images: List[str], prepare: Callable[[str], d
                           'names or patterns (layer names are in the IR, end2end.xml).') from None
     quantized.set_rt_info('f32', HINT_KEY)  # its float layers; deploy.py may choose bf16
     ov.save_model(quantized, out_file, compress_to_fp16=False)
-    return dict(report, file=out_file)
+    return dict(report, file=out_file, fake_quantize_ops=fake_quantize_count(quantized))
+
+
+def _whole_sample(items, count: int, whole: int) -> bool:
+    """Whether NNCF validates on the whole validation sample: it passes ``dataset.get_data()``
+    then (no indices), a ranking subset with its indices, which may be all of them too; a
+    list, or an NNCF whose data provider keeps no indices, is told by its length."""
+    if hasattr(items, '_indices'):
+        return items._indices is None
+    return count == whole
 
 
 def _with_accuracy_control(model, calibration, settings: dict, accuracy: AccuracyControl):
@@ -234,10 +262,10 @@ def _with_accuracy_control(model, calibration, settings: dict, accuracy: Accurac
     whole = len(accuracy.indices)
 
     def validation_fn(compiled, items) -> tuple:
-        items = [int(item) for item in items]
         # the whole sample: each image's score too (from the same predictions), so that NNCF
         # need not run the model again image by image to choose its ranking images
-        return accuracy.validate(compiled, items, each=len(items) == whole)
+        indices = [int(item) for item in items]
+        return accuracy.validate(compiled, indices, each=_whole_sample(items, len(indices), whole))
 
     restorer = AdvancedAccuracyRestorerParameters(
         ranking_subset_size=min(accuracy.ranking_images, whole))
