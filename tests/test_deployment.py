@@ -396,3 +396,36 @@ def test_segmentation_post_processing_is_mmsegs_exactly():
                 assert torch.equal(want.seg_logits.data, have.seg_logits.data), meta
     assert torch.equal(segmentation_results(logits, None, segmentor)[0].pred_sem_seg.data,
                        logits[0].argmax(0, keepdim=True))  # no samples: mmseg's own
+
+
+def _nearest_centres(labels: torch.Tensor, size) -> torch.Tensor:
+    """``[h, w]`` labels at ``size``: each pixel takes the label whose pixel holds its centre."""
+    rows = ((torch.arange(size[0]) + 0.5) * labels.shape[0] / size[0]).floor().long()
+    cols = ((torch.arange(size[1]) + 0.5) * labels.shape[1] / size[1]).floor().long()
+    return labels[rows][:, cols]
+
+
+def test_head_resolution_labels_reach_the_original_size_by_pixel_centres():
+    """argmax_before_upsampling's post-processing: a label map at the head's resolution goes
+    to the original size by nearest pixel centre; where the input was padded, first to the
+    input, the padding cropped, then to the original size."""
+    from mmseg.structures import SegDataSample
+
+    from evit_mm.deployment.backends import label_map_results
+    torch.manual_seed(0)
+    labels = torch.randint(0, 150, (2, 1, 10, 13))
+    cases = [(dict(ori_shape=(40, 52)), None),  # the input size: 4x each way
+             (dict(ori_shape=(75, 101)), None),  # resized: not a whole factor
+             (dict(ori_shape=(35, 41), img_padding_size=[0, 11, 0, 5]), (5, 11))]  # padded
+    for meta, padding in cases:
+        samples = [SegDataSample(metainfo=dict(meta)) for _ in range(2)]
+        got = label_map_results(labels, (40, 52), samples)
+        for i, sample in enumerate(got):
+            expected = labels[i, 0]
+            if padding:
+                expected = _nearest_centres(expected, (40, 52))[:40 - padding[0], :52 - padding[1]]
+            expected = _nearest_centres(expected, meta['ori_shape'])
+            assert sample.pred_sem_seg.data.dtype == torch.int64
+            assert torch.equal(sample.pred_sem_seg.data[0], expected), meta
+    assert torch.equal(label_map_results(labels, (40, 52), None)[1].pred_sem_seg.data[0],
+                       labels[1, 0].repeat_interleave(4, 0).repeat_interleave(4, 1))

@@ -14,7 +14,7 @@ import torch
 from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo
 from evit_mm.deployment import deploy as deploy_module
-from evit_mm.deployment.deploy_config import read_deploy_config
+from evit_mm.deployment.deploy_config import check_segmentation_output, read_deploy_config
 from evit_mm.deployment.evaluate import ImageEvaluator, sample_test_images
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
 from evit_mm.deployment.quantize import (BF16_FLAGS, calibration_dataset_cfg, calibration_images,
@@ -176,6 +176,8 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
         assert check['float_layers'] == 'f32'
         assert check['float_layers_note'].startswith('bf16 not tried: bf16 needs a CPU')
     ir = ov.Core().read_model(str(xml))
+    assert ir.outputs[0].get_element_type().is_integral()  # argmax_before_upsampling: labels
+    assert ir.outputs[0].get_partial_shape().to_shape() == [1, 1, 32, 32]  # the head's, 1/4
     assert ir.get_rt_info(['runtime_options', 'INFERENCE_PRECISION_HINT']).astype(str) == \
         check['float_layers']
     compiled = ov.Core().compile_model(str(xml), 'CPU')
@@ -199,7 +201,9 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     assert partial.record['metric_check']['ok'] is True
     control = partial.record['quantization']
     assert control['method'] == 'accuracy_control' and control['validation_images'] == 6
-    assert control['max_drop'] == 100 and set(control['float_metrics']) == {'mIoU'}
+    # labels at the head's resolution: what they cost the float graph is left out of NNCF's
+    assert control['float_graph_drop'] >= 0 and set(control['float_metrics']) == {'mIoU'}
+    assert control['max_drop'] == pytest.approx(100 - control['float_graph_drop'])
     assert control['steps'] == [] and control['kept_in_float'] == []  # the drop held at once
     assert isinstance(control['quantized_drop'], float)
     assert partial.record['precision'] == 'int8'
@@ -207,6 +211,12 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     # left: only the backbone's outputs, quantized where the neck reads them
     assert _quantized_layers(quantized, 'backbone') <= 4 < _quantized_layers(xml, 'backbone')
     assert _quantized_layers(quantized, 'neck') > 0
+    # a float32 config refuses labels at the head's resolution (they move boundaries)
+    f32 = read_deploy_config(str(DEPLOY / 'segmentation_openvino_static-512x512.py'))
+    f32.codebase_config.argmax_before_upsampling = True
+    with pytest.raises(DeployError, match=r'argmax_before_upsampling, which moves class '
+                       r".*a float32 config must give PyTorch's labels"):
+        check_segmentation_output(f32)
     # a pattern that matches no layer: one line (deploy.py prefixes it, as for every DeployError)
     with pytest.raises(DeployError) as error:
         quantize_int8(str(tmp_path / 'kept/end2end.xml'), partial.pair.calibration_images,

@@ -1,3 +1,5 @@
 # Semantic FPN -> OpenVINO bf16, any input size and batch: the test pipeline's own resize (see
 # _base_/openvino_bf16.py).
 _base_ = ['./_base_/mmseg_dynamic.py', './_base_/openvino_bf16.py']
+# labels at the decode head's resolution, upsampled by nearest neighbour (see _base_/mmseg.py)
+codebase_config = dict(argmax_before_upsampling=True)

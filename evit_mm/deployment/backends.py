@@ -27,13 +27,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.model import BaseModel
 
 from ..config import build_model
 from ..errors import DeployError, MissingExtraError
 from . import rewrites
-from .deploy_config import (backend_of, check_segmentation_output, input_shape_of,
+from .deploy_config import (argmax_before_upsampling, backend_of, check_segmentation_output, input_shape_of,
                             precision_of)
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
@@ -118,7 +119,8 @@ def legacy_onnx_exporter() -> Iterator[None]:
 def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: str) -> str:
     """Export ``model`` (a copy: mmdeploy rewrites the model it exports) to
     ``work_dir/end2end.onnx`` with mmdeploy's rewrites and ours; return the file. Detectors
-    get the second input ``img_shape``."""
+    get the second input ``img_shape``; segmentors with ``argmax_before_upsampling`` return
+    the label map at the decode head's resolution."""
     from mmdeploy.apis.core.pipeline_manager import no_mp
     from mmdeploy.apis.onnx import export
     from mmdeploy.utils import get_dynamic_axes, get_onnx_config
@@ -134,6 +136,8 @@ def export_end2end(model: nn.Module, deploy_cfg: Config, data: dict, work_dir: s
         feed = graph_feed(data['inputs'], data['data_samples'], detector=True)
         args, metas = (feed['input'], feed[IMG_SHAPE]), {}
         input_names.append(IMG_SHAPE)
+    elif argmax_before_upsampling(deploy_cfg):
+        traced, metas = rewrites.HeadResolutionLabels(model).eval(), {}
     names = input_names + onnx_cfg['output_names']
     with no_mp(), legacy_onnx_exporter(), rewrites.rewrites_for(model, backend):
         export(traced, args, input_metas=metas, output_path_prefix=prefix, backend=backend,
@@ -391,10 +395,37 @@ def segmentation_results(logits: torch.Tensor, data_samples: Optional[list],
     return data_samples
 
 
+def label_map_results(labels: torch.Tensor, input_size: Sequence[int],
+                      data_samples: Optional[list]) -> list:
+    """The label maps of a graph exported with ``argmax_before_upsampling`` (``[N, 1, h, w]``
+    at the decode head's resolution) at each image's original size, by nearest neighbour
+    (pixel centres): to the network input and its padding cropped where it was padded, else
+    straight to the original size."""
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    samples = data_samples or [SegDataSample(metainfo=dict(ori_shape=tuple(input_size)))
+                               for _ in range(labels.shape[0])]
+    height, width = input_size
+    for i, sample in enumerate(samples):
+        meta = sample.metainfo
+        left, right, top, bottom = meta.get('img_padding_size',
+                                            meta.get('padding_size', [0] * 4))
+        image = labels[i:i + 1].float()  # nearest-exact takes float; labels < 2**24 stay exact
+        if left or right or top or bottom:
+            image = F.interpolate(image, size=(height, width), mode='nearest-exact')
+            image = image[:, :, top:height - bottom, left:width - right]
+        if tuple(image.shape[2:]) != tuple(meta['ori_shape'][:2]):
+            image = F.interpolate(image, size=tuple(meta['ori_shape'][:2]), mode='nearest-exact')
+        sample.set_data({'pred_sem_seg': PixelData(data=image[0].long())})
+    return samples
+
+
 class BackendSegmentor(BaseModel):
     """The exported logits, post-processed as mmseg does for the PyTorch segmentor (crop the
-    padding, bilinear resize to the image's size, argmax; :func:`segmentation_results`). The
-    runner is ``wrapper``, as in mmdeploy's end-to-end models."""
+    padding, bilinear resize to the image's size, argmax; :func:`segmentation_results`), or
+    the exported label map at the decode head's resolution upsampled
+    (:func:`label_map_results`). The runner is ``wrapper``, as in mmdeploy's end-to-end
+    models."""
 
     def __init__(self, runner: BackendRunner, segmentor: nn.Module,
                  batch_limit: Optional[str]) -> None:
@@ -406,9 +437,11 @@ class BackendSegmentor(BaseModel):
     def forward(self, inputs: torch.Tensor, data_samples: Optional[list] = None,
                 mode: str = 'predict') -> list:
         check_batch(inputs, self.batch_limit)
-        logits = self.wrapper(graph_feed(inputs, data_samples, detector=False))[
+        output = self.wrapper(graph_feed(inputs, data_samples, detector=False))[
             self.wrapper.output_names[0]]
-        return segmentation_results(logits, data_samples, self.segmentor[0])
+        if not output.is_floating_point():  # the model file says which it exported
+            return label_map_results(output, inputs.shape[2:], data_samples)
+        return segmentation_results(output, data_samples, self.segmentor[0])
 
 
 def build_backend_model(model_cfg: Config, deploy_cfg: Config, files: Sequence[str],

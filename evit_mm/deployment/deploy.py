@@ -47,7 +47,7 @@ from ..timing import environment, summarize, time_interleaved
 from .backends import (OpenVINORunner, backend_model_around, build_backend_model,
                        compile_openvino, export_end2end, model_precision, quiet, require, save_openvino_model,
                        set_precision_hint)
-from .deploy_config import (backend_of, check_task, input_shape_of, max_metric_drop,
+from .deploy_config import (argmax_before_upsampling, backend_of, check_task, input_shape_of, max_metric_drop,
                             precision_of, read_deploy_config)
 from .evaluate import (DEFAULT_METRIC_IMAGES, ImageEvaluator, TestImages, evaluation_config,
                        main_metrics, reference_config, run_test, sample_test_images,
@@ -109,7 +109,9 @@ def _accuracy_control(model: torch.nn.Module, model_cfg: Config, deploy_cfg: Con
     evaluator. The score NNCF compares is 100 plus the worst change of a main metric against
     the float graph (``float_xml``), so that a drop within ``max_drop`` holds for each (Mask
     R-CNN: bbox and segm mAP) and the float graph's score is not 0 (NNCF divides by it);
-    each image's score is the mean of its metrics."""
+    each image's score is the mean of its metrics. A graph whose own output already moves
+    the metric (``argmax_before_upsampling``) leaves NNCF what remains of ``max_drop`` after
+    the float graph's drop against PyTorch."""
     from mmdeploy.utils import get_onnx_config
     calib = deploy_cfg.get('calib_config') or {}
     evaluator = ImageEvaluator(validation_config(model_cfg, deploy_cfg, calib_dataset_cfg))
@@ -119,6 +121,18 @@ def _accuracy_control(model: torch.nn.Module, model_cfg: Config, deploy_cfg: Con
     backend_model = backend_model_around(
         OpenVINORunner(compile_openvino(float_xml, threads), names), model_cfg, deploy_cfg, model)
     reference, _ = evaluator(backend_model, indices)
+    float_graph_drop = 0.0
+    if argmax_before_upsampling(deploy_cfg):
+        pytorch, _ = evaluator(model, indices)
+        float_graph_drop = max(0.0, max(pytorch[key] - reference[key] for key in reference))
+        if float_graph_drop >= max_drop:
+            raise DeployError(
+                f'The float graph\'s label map at the decode head\'s resolution '
+                f'(codebase_config.argmax_before_upsampling) alone loses '
+                f'{float_graph_drop:.2f} points against PyTorch on {len(indices)} val images, '
+                f'no less than the accepted {max_drop:.2f}: int8 has nothing left to lose. '
+                'Use a deploy config without argmax_before_upsampling, or accept a larger '
+                'drop (evaluation_config.max_drop).')
 
     def validate(compiled, items: List[int], each: bool = False) -> tuple:
         backend_model.wrapper = OpenVINORunner(compiled, names)
@@ -128,8 +142,9 @@ def _accuracy_control(model: torch.nn.Module, model_cfg: Config, deploy_cfg: Con
                       [sum(found.values()) / len(found) for found in per_image])
         return 100.0 + worst, each_image
 
-    return AccuracyControl(validate, indices, max_drop, reference,
-                           calib.get('ranking_images', DEFAULT_RANKING_IMAGES))
+    return AccuracyControl(validate, indices, max_drop - float_graph_drop, reference,
+                           calib.get('ranking_images', DEFAULT_RANKING_IMAGES),
+                           float_graph_drop)
 
 
 def export_and_load(deploy_cfg: Config, model_cfg_path: str, checkpoint: Optional[str],
@@ -430,6 +445,9 @@ def _quantization_lines(report: Optional[dict]) -> List[str]:
     line = (f"  int8 under accuracy control on {report['validation_images']} val images: fully "
             f"quantized, the worst metric dropped {'–' if drop is None else f'{drop:.2f}'} "
             f"points (accepted {report['max_drop']:.2f})")
+    if report.get('float_graph_drop'):
+        line += (f"; the float graph's labels at the decode head's resolution already cost "
+                 f"{report['float_graph_drop']:.2f} against PyTorch")
     if not report['steps']:
         return [line + ': nothing put back in float']
     last = report['steps'][-1]['drop']

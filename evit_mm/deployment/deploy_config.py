@@ -100,14 +100,33 @@ def check_task(deploy_cfg: Config, model_cfg: Config, model_cfg_path: str) -> No
 
 def check_segmentation_output(deploy_cfg: Config) -> None:
     """A segmentation graph must return the logits (``codebase_config.with_argmax=False``):
-    mmseg resizes them to the image before the argmax, and so do our backend models."""
+    mmseg resizes them to the image before the argmax, and so do our backend models; or, in
+    a reduced-precision config (checked on the metric), the label map at the decode head's
+    resolution (:func:`argmax_before_upsampling`)."""
     codebase = deploy_cfg.get('codebase_config') or {}
-    if codebase.get('type') == 'mmseg' and codebase.get('with_argmax', True):
+    if codebase.get('type') != 'mmseg':
+        return
+    if codebase.get('with_argmax', True):
         raise DeployError(
             f"{_name(deploy_cfg)} exports the argmax (codebase_config.with_argmax is True, "
             "mmdeploy's default), so labels at the network's resolution, not mmseg's resized "
             "logits; set codebase_config = dict(type='mmseg', task='Segmentation', "
             'with_argmax=False), as configs/deploy/segmentation_*.py do.')
+    if argmax_before_upsampling(deploy_cfg) and precision_of(deploy_cfg) == 'f32':
+        raise DeployError(
+            f'{_name(deploy_cfg)} sets codebase_config.argmax_before_upsampling, which moves '
+            'class boundaries (labels upsampled by nearest neighbour, not logits bilinearly): '
+            'a float32 config must give PyTorch\'s labels. Use it with bf16 or int8 (their '
+            'metric check decides), or remove it.')
+
+
+def argmax_before_upsampling(deploy_cfg: Config) -> bool:
+    """Whether a segmentation graph returns the argmax of the decode head's logits at the
+    head's own resolution (``codebase_config.argmax_before_upsampling``; our bf16 and int8
+    configs), upsampled afterwards by nearest neighbour, instead of the logits bilinearly
+    resized to the input: the full-resolution resize and argmax of every class's logits,
+    most of Semantic FPN's post-processing, are gone."""
+    return bool((deploy_cfg.get('codebase_config') or {}).get('argmax_before_upsampling'))
 
 
 def deploy_config_for(model_cfg_path: str, backend: str, shape: Sequence[int],

@@ -121,13 +121,15 @@ def calibration_method(calib_config: dict) -> str:
 class AccuracyControl:
     """What NNCF's accuracy control needs: ``validate(compiled_model, indices, each)`` gives
     ``(score, each image's score if each, else None)`` in metric points for the val images at
-    ``indices``; ``indices``, the whole validation sample; the accepted drop; the float
-    model's metrics on the sample (for the record)."""
+    ``indices``; ``indices``, the whole validation sample; the drop NNCF may accept; the float
+    model's metrics on the sample (for the record); the drop the float graph already has
+    against PyTorch (its own post-processing), which ``max_drop`` leaves out."""
     validate: Callable[..., tuple]
     indices: List[int]
     max_drop: float
     float_metrics: Dict[str, float]
     ranking_images: int = DEFAULT_RANKING_IMAGES
+    float_graph_drop: float = 0.0
 
 
 class _Messages(logging.Handler):
@@ -277,5 +279,6 @@ def _with_accuracy_control(model, calibration, settings: dict, accuracy: Accurac
     report = accuracy_control_report(log.lines)
     report.update(method='accuracy_control', validation_images=whole,
                   ranking_images=min(accuracy.ranking_images, whole),
-                  max_drop=accuracy.max_drop, float_metrics=accuracy.float_metrics)
+                  max_drop=accuracy.max_drop, float_metrics=accuracy.float_metrics,
+                  float_graph_drop=accuracy.float_graph_drop)
     return quantized, report

@@ -51,6 +51,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import DeployError
+
 FUNC = 'mmdet.models.dense_heads.base_dense_head.BaseDenseHead.predict_by_feat'
 RPN = 'mmdet.models.dense_heads.rpn_head.RPNHead.predict_by_feat'
 ROI_BBOX = 'mmdet.models.roi_heads.standard_roi_head.StandardRoIHead.predict_bbox'
@@ -269,6 +271,29 @@ class ImageShapeInput(nn.Module):
 
     def forward(self, inputs: torch.Tensor, img_shape: torch.Tensor):
         return self.detector(inputs, self.data_samples, mode='predict', img_shape=img_shape)
+
+
+class HeadResolutionLabels(nn.Module):
+    """What a segmentation export with ``argmax_before_upsampling`` traces: ``input`` -> the
+    label map at the decode head's own resolution, ``[N, 1, h, w]`` int64 (a one-channel head:
+    its sigmoid above the head's threshold, as mmseg)."""
+
+    def __init__(self, segmentor: nn.Module) -> None:
+        super().__init__()
+        from mmseg.models.segmentors import EncoderDecoder
+        if not isinstance(segmentor, EncoderDecoder) or isinstance(segmentor.decode_head,
+                                                                   nn.ModuleList):
+            raise DeployError(f'codebase_config.argmax_before_upsampling exports an '
+                              f'EncoderDecoder with one decode head; {type(segmentor).__name__}'
+                              ' is not one: use a deploy config without it.')
+        self.segmentor = segmentor
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        head = self.segmentor.decode_head
+        logits = head(self.segmentor.extract_feat(inputs))
+        if head.out_channels == 1:
+            return (logits.sigmoid() > head.threshold).long()
+        return logits.argmax(dim=1, keepdim=True)
 
 
 def _same(obj: object, base: type, *methods: str) -> bool:
