@@ -244,6 +244,8 @@ HEADER = ('| PyTorch fused f32 | ONNX Runtime f32 | OpenVINO f32 | OpenVINO int8
 
 
 def _not_run(reason: str) -> str:
+    if 'ONEDNN_MAX_CPU_ISA' in reason:
+        return '– (capped below bf16)'
     return '– (no bf16 units)' if 'bf16 units' in reason else '– (not run)'
 
 
@@ -264,6 +266,9 @@ def markdown_tables(figures: dict) -> str:
             else:
                 cells.append(_not_run(case.get('not_run', {}).get(runtime, '')))
         flags = ', '.join(env.get('cpu_flags', [])) or 'not recorded'
+        caps = env.get('isa_caps', {})
+        if caps:
+            flags += '; capped: ' + ', '.join(f'{k}={v}' for k, v in caps.items())
         lines.append(f"| {LABELS[name]}, {case['shape'][0]}x{case['shape'][1]} | "
                      f"{env['device_name']} ({flags}) | " + ' | '.join(cells) + ' |')
     lines += ['', '| model (demo val split, input) | metric ' + HEADER[0], '|---|---' + HEADER[1]]

@@ -1,8 +1,9 @@
 """Wall-clock timing with warm-up, medians and spread, and the machine's matmul peak."""
+import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -61,6 +62,10 @@ def matmul_peak_gflops(device: str = 'cpu', size: int = 2048, iters: int = 10) -
 
 
 # CPU flags that decide reduced-precision speed: bf16 and int8 (VNNI) units, AMX tiles
+# environment variables that cap the instructions oneDNN (OpenVINO's and torch's; DNNL_ is its
+# older prefix), torch's own kernels and MKL use, e.g. to measure an AVX2-only CPU on a newer one
+ISA_CAPS = ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY',
+            'MKL_ENABLE_INSTRUCTIONS')
 PRECISION_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
                    'amx_int8')
 
@@ -86,12 +91,38 @@ def cpu_flags() -> List[str]:
     return [flag for flag in PRECISION_FLAGS if flag in flags]
 
 
+# what oneDNN (OpenVINO's CPU plugin) may use under ONEDNN_MAX_CPU_ISA, of PRECISION_FLAGS
+# (oneDNN's AVX-512 levels do not include AVX-VNNI; caps from AMX up allow everything)
+_AVX512_BF16 = ('avx2', 'avx512f', 'avx512_vnni', 'avx512_bf16')
+ONEDNN_ISA_FLAGS = {
+    'SSE41': (), 'AVX': (), 'AVX2': ('avx2',), 'AVX2_VNNI': ('avx2', 'avx_vnni'),
+    'AVX2_VNNI_2': ('avx2', 'avx_vnni'), 'AVX512_CORE': ('avx2', 'avx512f'),
+    'AVX512_CORE_VNNI': ('avx2', 'avx512f', 'avx512_vnni'), 'AVX512_CORE_BF16': _AVX512_BF16,
+    'AVX512_CORE_FP16': _AVX512_BF16, 'AVX10_1_512': _AVX512_BF16}
+
+
+def isa_cap() -> Optional[str]:
+    """The instruction set oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, else its older name
+    ``DNNL_MAX_CPU_ISA``), if any."""
+    return os.environ.get('ONEDNN_MAX_CPU_ISA') or os.environ.get('DNNL_MAX_CPU_ISA') or None
+
+
+def usable_flags(flags: List[str]) -> List[str]:
+    """``flags`` less those :func:`isa_cap` keeps oneDNN (OpenVINO) from using."""
+    allowed = ONEDNN_ISA_FLAGS.get((isa_cap() or '').upper(), PRECISION_FLAGS)
+    return [flag for flag in flags if flag in allowed]
+
+
 def environment(device: str) -> dict:
     """What a timing depends on: device, threads, library versions."""
     cuda = str(device).startswith('cuda')
     name = torch.cuda.get_device_name(device) if cuda else cpu_name()
-    return dict(device=str(device), device_name=name, cpu_flags=cpu_flags(),
-                threads=torch.get_num_threads(), torch=torch.__version__)
+    found = dict(device=str(device), device_name=name, cpu_flags=cpu_flags(),
+                 threads=torch.get_num_threads(), torch=torch.__version__)
+    caps = {key: os.environ[key] for key in ISA_CAPS if os.environ.get(key)}
+    if caps:  # the libraries were told to use fewer instructions than the flags list
+        found['isa_caps'] = caps
+    return found
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 2,

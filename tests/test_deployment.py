@@ -429,3 +429,22 @@ def test_head_resolution_labels_reach_the_original_size_by_pixel_centres():
             assert torch.equal(sample.pred_sem_seg.data[0], expected), meta
     assert torch.equal(label_map_results(labels, (40, 52), None)[1].pred_sem_seg.data[0],
                        labels[1, 0].repeat_interleave(4, 0).repeat_interleave(4, 1))
+    # against mmseg itself: one-hot logits at the head's resolution, resized bilinearly to the
+    # input (as the float32 graph does) and post-processed by mmseg, flipped images included
+    import types
+
+    from mmseg.models.segmentors import BaseSegmentor
+    segmentor = types.SimpleNamespace(align_corners=False)
+    segmentor.postprocess_result = types.MethodType(BaseSegmentor.postprocess_result, segmentor)
+    logits = torch.nn.functional.one_hot(labels[:, 0], 150).permute(0, 3, 1, 2).float()
+    graph = torch.nn.functional.interpolate(logits, size=(40, 52), mode='bilinear',
+                                            align_corners=False)
+    for meta in (dict(ori_shape=(40, 52)), dict(ori_shape=(40, 52), flip=True,
+                                                 flip_direction='horizontal'),
+                 dict(ori_shape=(40, 52), flip=True, flip_direction='vertical')):
+        expected = segmentor.postprocess_result(
+            graph, [SegDataSample(metainfo=dict(meta)) for _ in range(2)])
+        got = label_map_results(labels, (40, 52),
+                                [SegDataSample(metainfo=dict(meta)) for _ in range(2)])
+        for want, have in zip(expected, got):
+            assert torch.equal(want.pred_sem_seg.data, have.pred_sem_seg.data), meta

@@ -205,6 +205,7 @@ def test_int8_quantizes_with_calibration_images_and_checks_the_metric(tmp_path, 
     assert control['float_graph_drop'] >= 0 and set(control['float_metrics']) == {'mIoU'}
     assert control['max_drop'] == pytest.approx(100 - control['float_graph_drop'])
     assert control['steps'] == [] and control['kept_in_float'] == []  # the drop held at once
+    assert control['reached'] is True
     assert isinstance(control['quantized_drop'], float)
     assert partial.record['precision'] == 'int8'
     quantized = Path(partial.record['files']['openvino_xml'])
@@ -269,6 +270,26 @@ def test_precision_support_names_the_cpu():
                        'only emulate bf16'):
         precision_support('bf16', ['avx2', 'avx512f'])
     assert precision_support('bf16', ['amx_bf16']) == 'native'
+
+
+def test_an_instruction_cap_is_a_cpu_without_those_units(monkeypatch):
+    """ONEDNN_MAX_CPU_ISA (measuring an AVX2-only CPU on a newer one) keeps OpenVINO from the
+    bf16 and VNNI units: bf16 is refused, int8 noted, and the speed record names the cap."""
+    from evit_mm.deployment import quantize
+    from evit_mm.timing import ISA_CAPS, environment
+    for name in ISA_CAPS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(quantize, 'cpu_flags', lambda: ['avx2', 'avx512f', 'avx512_vnni',
+                                                        'avx512_bf16', 'amx_bf16', 'amx_int8'])
+    assert precision_support('bf16') == 'native' == precision_support('int8')
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX2')
+    with pytest.raises(DeployError, match=r"^bf16: ONEDNN_MAX_CPU_ISA=AVX2 lets OpenVINO use only "
+                       r"avx2 of this CPU's units, so it would only emulate bf16"):
+        precision_support('bf16')
+    assert precision_support('int8').startswith('int8 without VNNI units')
+    assert environment('cpu')['isa_caps'] == {'ONEDNN_MAX_CPU_ISA': 'AVX2'}
+    monkeypatch.setenv('ONEDNN_MAX_CPU_ISA', 'AVX512_CORE_BF16')
+    assert precision_support('bf16') == 'native' == precision_support('int8')
 
 
 # ---- tools/deployment/test.py ----------------------------------------------------------------------
@@ -514,7 +535,7 @@ def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp
     said = []  # not reached, some int8 left: said, and the metric check decides
     deploy_module._check_quantized(dict(beyond, fake_quantize_ops=2), 'beyond.xml', said.append)
     assert said == ["[evit_mm deploy] int8: NNCF's accuracy control could not keep the drop on "
-                    'the val images within -1.0 points; 3 operations are in float. The metric '
+                    'the val images within -1.00 points; 3 operations are in float. The metric '
                     'check on the test images decides.']
 
 
@@ -599,8 +620,12 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     import shutil
 
     from evit_mm.deployment import quantize
+    from evit_mm.deployment.benchmark import _existing_file, dynamic_deploy_config
     from evit_mm.deployment.benchmark import main as benchmark_main, mark_exported
     exported, config = pseudo_labelled
+    deploy_cfgs = {runtime: read_deploy_config(dynamic_deploy_config('ObjectDetection', runtime,
+                                                                     'f32'))
+                   for runtime in ('onnxruntime', 'openvino')}
     earlier = tmp_path / 'bench' / 'onnxruntime_f32' / 'end2end.onnx'
     earlier.parent.mkdir(parents=True)
     shutil.copy(exported.record['files']['onnx'], earlier)
@@ -610,8 +635,9 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     for suffix in ('.xml', '.bin'):
         shutil.copy(openvino.with_suffix(suffix),
                     tmp_path / 'bench' / 'openvino_f32' / f'end2end{suffix}')
-    for runtime in ('onnxruntime_f32', 'openvino_f32'):  # as an earlier run of this model
-        mark_exported(str(tmp_path / 'bench' / runtime), str(config), exported.checkpoint)
+    for runtime in ('onnxruntime', 'openvino'):  # as an earlier run of this model
+        mark_exported(str(tmp_path / 'bench' / f'{runtime}_f32'), str(config),
+                      deploy_cfgs[runtime], exported.checkpoint)
     monkeypatch.setattr(quantize, 'cpu_flags', lambda: ['avx2', 'avx512f'])  # no bf16 units
     argv = [str(config), exported.checkpoint, '--runtimes', 'pytorch', 'onnxruntime',
             'openvino', '--precisions', 'f32', 'bf16', '--work-dir', str(tmp_path / 'bench')]
@@ -640,13 +666,25 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     assert '| runtime | coco/bbox_mAP | drop | FPS | speed-up | file size |' in printed
     assert f"| onnxruntime f32 | {rows['onnxruntime f32']['metrics']['coco/bbox_mAP']:.2f} |" \
         in printed and saved['device_name'] in printed
+    # not reused for another deploy config or a changed model config (their bases too)
+    ort_dir = str(tmp_path / 'bench' / 'onnxruntime_f32')
+    assert _existing_file(ort_dir, 'onnxruntime', 'f32', str(config), deploy_cfgs['onnxruntime'],
+                          exported.checkpoint) == str(earlier)
+    assert _existing_file(ort_dir, 'onnxruntime', 'f32', str(config), deploy_cfgs['openvino'],
+                          exported.checkpoint) is None
     # the checkpoint changed since (trained on): exported again
     checkpoint_copy = tmp_path / 'retrained.pth'
     shutil.copy(exported.checkpoint, checkpoint_copy)
-    mark_exported(str(tmp_path / 'bench' / 'onnxruntime_f32'), str(config), str(checkpoint_copy))
+    mark_exported(ort_dir, str(config), deploy_cfgs['onnxruntime'], str(checkpoint_copy))
     os.utime(checkpoint_copy, ns=(exported_at + 10**9, exported_at + 10**9))
     again = benchmark_main([str(config), str(checkpoint_copy), '--runtimes', 'onnxruntime',
                             '--work-dir', str(tmp_path / 'bench')])
     assert earlier.stat().st_mtime_ns != exported_at
     assert again['rows'][0]['metrics'] == pytest.approx(rows['onnxruntime f32']['metrics'],
                                                         abs=0.05)
+    assert _existing_file(ort_dir, 'onnxruntime', 'f32', str(config), deploy_cfgs['onnxruntime'],
+                          str(checkpoint_copy)) == str(earlier)  # marked by that export
+    with open(config, 'a') as f:  # the model config edited in place
+        f.write('model = dict(test_cfg=dict(score_thr=0.3))\n')
+    assert _existing_file(ort_dir, 'onnxruntime', 'f32', str(config), deploy_cfgs['onnxruntime'],
+                          str(checkpoint_copy)) is None

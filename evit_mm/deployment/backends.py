@@ -400,7 +400,7 @@ def label_map_results(labels: torch.Tensor, input_size: Sequence[int],
     """The label maps of a graph exported with ``argmax_before_upsampling`` (``[N, 1, h, w]``
     at the decode head's resolution) at each image's original size, by nearest neighbour
     (pixel centres): to the network input and its padding cropped where it was padded, else
-    straight to the original size."""
+    straight to the original size; flipped images flipped back, as mmseg does."""
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
     samples = data_samples or [SegDataSample(metainfo=dict(ori_shape=tuple(input_size)))
@@ -414,6 +414,9 @@ def label_map_results(labels: torch.Tensor, input_size: Sequence[int],
         if left or right or top or bottom:
             image = F.interpolate(image, size=(height, width), mode='nearest-exact')
             image = image[:, :, top:height - bottom, left:width - right]
+        if meta.get('flip'):  # mmseg flips the logits back: the labels, here
+            direction = meta.get('flip_direction', 'horizontal')
+            image = image.flip(dims={'horizontal': (3,), 'vertical': (2,)}.get(direction, (2, 3)))
         if tuple(image.shape[2:]) != tuple(meta['ori_shape'][:2]):
             image = F.interpolate(image, size=tuple(meta['ori_shape'][:2]), mode='nearest-exact')
         sample.set_data({'pred_sem_seg': PixelData(data=image[0].long())})

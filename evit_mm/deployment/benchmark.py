@@ -22,6 +22,7 @@ import os.path as osp
 from typing import List, Optional, Sequence
 
 import torch
+from mmengine.config import Config
 
 from ..config import framework_of, load_config
 from ..errors import DeployError, exits_on_user_errors
@@ -46,29 +47,33 @@ def dynamic_deploy_config(task: str, backend: str, precision: str) -> str:
     return osp.join(DEPLOY_CONFIGS, f'{TASKS[task]}_{backend}{suffix}_dynamic.py')
 
 
-def _source(model_cfg_path: str, checkpoint: str) -> dict:
-    """What a backend file is exported from: the model config and the checkpoint as they are."""
-    with open(model_cfg_path, 'rb') as f:
-        config_sha256 = hashlib.sha256(f.read()).hexdigest()
-    return dict(model_config=osp.abspath(model_cfg_path), model_config_sha256=config_sha256,
-                checkpoint=osp.abspath(checkpoint),
+def _source(model_cfg_path: str, deploy_cfg: Config, checkpoint: str) -> dict:
+    """What a backend file is exported from: the model and deploy configs as they read (their
+    bases included) and the checkpoint as it is."""
+    def digest(cfg: Config) -> str:
+        return hashlib.sha256(cfg.pretty_text.encode()).hexdigest()
+
+    return dict(model_config=osp.abspath(model_cfg_path),
+                model_config_sha256=digest(Config.fromfile(model_cfg_path)),
+                deploy_config_sha256=digest(deploy_cfg), checkpoint=osp.abspath(checkpoint),
                 checkpoint_bytes=osp.getsize(checkpoint),
                 checkpoint_mtime_ns=os.stat(checkpoint).st_mtime_ns)
 
 
-def mark_exported(work_dir: str, model_cfg_path: str, checkpoint: str) -> None:
+def mark_exported(work_dir: str, model_cfg_path: str, deploy_cfg: Config,
+                  checkpoint: str) -> None:
     """Record in ``work_dir`` what its backend files were exported from."""
     with open(osp.join(work_dir, SOURCE_FILE), 'w') as f:
-        json.dump(_source(model_cfg_path, checkpoint), f, indent=2)
+        json.dump(_source(model_cfg_path, deploy_cfg, checkpoint), f, indent=2)
 
 
 def _existing_file(work_dir: str, backend: str, precision: str, model_cfg_path: str,
-                   checkpoint: str) -> Optional[str]:
+                   deploy_cfg: Config, checkpoint: str) -> Optional[str]:
     """The backend file an earlier run exported in ``work_dir`` for this precision from the
-    same model config and checkpoint (unchanged since), if any."""
+    same configs and checkpoint (unchanged since), if any."""
     try:
         with open(osp.join(work_dir, SOURCE_FILE)) as f:
-            if json.load(f) != _source(model_cfg_path, checkpoint):
+            if json.load(f) != _source(model_cfg_path, deploy_cfg, checkpoint):
                 return None
     except (OSError, ValueError):
         return None
@@ -102,8 +107,7 @@ def benchmark(model_cfg_path: str, checkpoint: str, work_dir: str,
     rows: List[dict] = []
     with quiet(log, verbose) as say, torch_threads(threads) as used:
         images = sample_test_images(reference_config(model_cfg), metric_images)
-        export_image = build_test_dataset(model_cfg).get_data_info(
-            images.indices[0] if images.indices else 0)['img_path']
+        export_image = build_test_dataset(model_cfg).get_data_info(0)['img_path']
         say(f'[evit_mm benchmark] {images.describe()}; log: {log}')
         torch_model = build_inference_model(model_cfg_path, checkpoint, fuse=True)[0]
         for runtime in runtimes:
@@ -151,11 +155,13 @@ def _measure(runtime: str, precision: str, model_cfg, model_cfg_path: str, check
         precision_support(precision)  # DeployError where the CPU would only emulate it
     deploy_cfg = read_deploy_config(dynamic_deploy_config(task_of_model(model_cfg), runtime,
                                                           precision))
-    file = _existing_file(work_dir, runtime, precision, model_cfg_path, checkpoint)
+    file = _existing_file(work_dir, runtime, precision, model_cfg_path, deploy_cfg, checkpoint)
     if file is None:
+        if osp.isfile(osp.join(work_dir, SOURCE_FILE)):  # not valid for what is exported now
+            os.remove(osp.join(work_dir, SOURCE_FILE))
         pair = export_and_load(deploy_cfg, model_cfg_path, checkpoint, image, work_dir, threads,
                                spinning=False, say=say)
-        mark_exported(work_dir, model_cfg_path, checkpoint)
+        mark_exported(work_dir, model_cfg_path, deploy_cfg, checkpoint)
         file = pair.files.get('openvino_xml', pair.files['onnx'])
         model = pair.backend_model
     else:
@@ -187,8 +193,10 @@ def markdown_table(record: dict) -> str:
 
 
 def caption(record: dict) -> str:
+    caps = ', '.join(f'{key}={value}' for key, value in record.get('isa_caps', {}).items())
     return (f"{record['images']}, {record['input']}; {record['device_name']} "
-            f"({', '.join(record['cpu_flags']) or 'no listed flags'}), {record['threads']} "
+            f"({', '.join(record['cpu_flags']) or 'no listed flags'}"
+            f"{f'; instructions capped: {caps}' if caps else ''}), {record['threads']} "
             f"threads, batch 1, end to end (pre- and post-processing included), "
             f"{record['date']}; metrics in points, drop against PyTorch fused; int8: the "
             "operations left in float run in f32")

@@ -216,14 +216,17 @@ def _check_quantized(report: dict, xml: str, say: Callable[[str], None]) -> None
     """Refuse an int8 IR with nothing left in int8; say when accuracy control did not reach
     its drop (the metric check then decides)."""
     if report['fake_quantize_ops'] == 0:
-        raise DeployError(f'{xml} has no int8 operation left: NNCF\'s accuracy control put every '
-                          f"quantized operation back in float to keep the drop within "
-                          f"{report.get('max_drop')} points. Deploy in f32 or bf16, or quantize "
-                          "with calib_config.method='ptq' (an ignored_scope keeps the sensitive "
-                          'layers in float) and accept a larger drop (evaluation_config.max_drop).')
+        why = ("NNCF's accuracy control put every quantized operation back in float to keep "
+               f"the drop within {report['max_drop']:.2f} points"
+               if report['method'] == 'accuracy_control' else
+               'NNCF quantized no operation (calib_config.ignored_scope may cover them all)')
+        raise DeployError(f'{xml} has no int8 operation left: {why}. Deploy in f32 or bf16, or '
+                          "quantize with calib_config.method='ptq' (an ignored_scope keeps the "
+                          'sensitive layers in float) and accept a larger drop '
+                          '(evaluation_config.max_drop).')
     if report.get('reached') is False:
         say(f"[evit_mm deploy] int8: NNCF's accuracy control could not keep the drop on the val "
-            f"images within {report['max_drop']} points; {len(report['kept_in_float'])} "
+            f"images within {report['max_drop']:.2f} points; {len(report['kept_in_float'])} "
             'operations are in float. The metric check on the test images decides.')
 
 

@@ -168,8 +168,12 @@ def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
     if kept is None:
         indices = positions
     else:
-        kept = list(range(kept)) if isinstance(kept, int) else list(kept)
-        indices = [kept[i] for i in positions]
+        if isinstance(kept, int):  # mmengine: the first kept, or the last -kept, images
+            whole = copy.deepcopy(cfg)
+            whole.test_dataloader.dataset.indices = None
+            length = len(build_test_dataset(whole))
+            kept = range(kept) if kept >= 0 else range(length + kept, length)
+        indices = [list(kept)[i] for i in positions]
     return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in positions])
 
 
@@ -213,7 +217,8 @@ class ImageEvaluator:
     def _metrics(self, batches: List[Tuple[dict, list]]) -> Dict[str, float]:
         """The main metrics (points) of the predictions ``batches`` hold. Total once the
         metrics are known (after the first call): a metric the evaluator does not give for
-        these predictions (mmdet's CocoMetric when nothing was detected) counts 0."""
+        these predictions (mmdet's CocoMetric when nothing was detected), or gives as
+        undefined (-1), counts 0."""
         only_these_images(self.evaluator,
                           [sample.metainfo.get('img_id') for _, outputs in batches
                            for sample in outputs])
@@ -228,7 +233,8 @@ class ImageEvaluator:
         points = main_metrics(dict(numbers_only, **{key: 0.0 for key in self.keys
                                                     if key not in numbers_only}),
                               self.framework)
-        return {key: points[key] for key in self.keys}
+        # COCO's -1 (an image with nothing to find) also counts 0, detections there or not
+        return {key: max(points[key], 0.0) for key in self.keys}
 
     def __call__(self, model: torch.nn.Module, indices: Sequence[int], each: bool = False
                  ) -> Tuple[Dict[str, float], Optional[List[Dict[str, float]]]]:

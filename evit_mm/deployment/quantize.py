@@ -29,7 +29,7 @@ from mmengine.config import Config
 from ..config import read_config
 from ..errors import DeployError
 from ..runtime import iter_datasets, spread_indices
-from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name
+from ..timing import PRECISION_FLAGS, cpu_flags, cpu_name, isa_cap, usable_flags
 from .backends import HINT_KEY, IMG_SHAPE, graph_feed, numpy_feed
 from .evaluate import evaluation_config
 
@@ -43,8 +43,18 @@ DEFAULT_RANKING_IMAGES = 50
 
 def precision_support(precision: str, flags: Optional[List[str]] = None) -> str:
     """How this CPU runs ``precision`` ('native' or a note); raise :class:`DeployError` when
-    OpenVINO would only emulate it (bf16 without bf16 units)."""
-    flags = cpu_flags() if flags is None else flags
+    OpenVINO would only emulate it (bf16 without bf16 units, or with ``ONEDNN_MAX_CPU_ISA``
+    keeping it from them)."""
+    if flags is None:
+        flags = cpu_flags()
+        usable = usable_flags(flags)
+        if precision == 'bf16' and any(f in flags for f in BF16_FLAGS) and not any(
+                f in usable for f in BF16_FLAGS):
+            raise DeployError(f'bf16: ONEDNN_MAX_CPU_ISA={isa_cap()} '
+                              f'lets OpenVINO use only {", ".join(usable) or "none"} of this '
+                              "CPU's units, so it would only emulate bf16. Unset it, or use "
+                              'the f32 or int8 OpenVINO config.')
+        flags = usable
     if precision == 'bf16' and not any(f in flags for f in BF16_FLAGS):
         have = f'only {", ".join(flags)}' if flags else f'none of {", ".join(PRECISION_FLAGS)}'
         raise DeployError(
@@ -183,8 +193,6 @@ def accuracy_control_report(lines: List[str]) -> dict:
             name for step in report['steps'] for name in step['put_back_in_float']))
     if {'initial', 'quantized'} <= set(scores):
         report['quantized_drop'] = scores['initial'] - scores['quantized']
-    if report['reached'] is None and not report['steps']:
-        report['reached'] = True  # the fully quantized model held at once
     return report
 
 
@@ -277,6 +285,8 @@ def _with_accuracy_control(model, calibration, settings: dict, accuracy: Accurac
             max_drop=accuracy.max_drop, drop_type=nncf.DropType.ABSOLUTE,
             advanced_accuracy_restorer_parameters=restorer, **settings)
     report = accuracy_control_report(log.lines)
+    if report['reached'] is None and report.get('quantized_drop') is not None:
+        report['reached'] = report['quantized_drop'] <= accuracy.max_drop  # held at once
     report.update(method='accuracy_control', validation_images=whole,
                   ranking_images=min(accuracy.ranking_images, whole),
                   max_drop=accuracy.max_drop, float_metrics=accuracy.float_metrics,

@@ -286,6 +286,13 @@ class HeadResolutionLabels(nn.Module):
             raise DeployError(f'codebase_config.argmax_before_upsampling exports an '
                               f'EncoderDecoder with one decode head; {type(segmentor).__name__}'
                               ' is not one: use a deploy config without it.')
+        if (segmentor.test_cfg or {}).get('mode', 'whole') != 'whole' or getattr(
+                segmentor.decode_head, 'align_corners', False):
+            raise DeployError('codebase_config.argmax_before_upsampling labels whole images at '
+                              'the head\'s resolution, upsampled by nearest pixel centre: a '
+                              "model tested with test_cfg.mode='slide' or a head with "
+                              'align_corners=True is not labelled that way; use a deploy '
+                              'config without it.')
         self.segmentor = segmentor
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
