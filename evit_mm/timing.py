@@ -62,12 +62,12 @@ def matmul_peak_gflops(device: str = 'cpu', size: int = 2048, iters: int = 10) -
 
 
 # CPU flags that decide reduced-precision speed: bf16 and int8 (VNNI) units, AMX tiles
+PRECISION_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
+                   'amx_int8')
 # environment variables that cap the instructions oneDNN (OpenVINO's and torch's; DNNL_ is its
 # older prefix), torch's own kernels and MKL use, e.g. to measure an AVX2-only CPU on a newer one
 ISA_CAPS = ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA', 'ATEN_CPU_CAPABILITY',
             'MKL_ENABLE_INSTRUCTIONS')
-PRECISION_FLAGS = ('avx2', 'avx512f', 'avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_bf16',
-                   'amx_int8')
 
 
 def _cpuinfo(key: str) -> str:

@@ -34,8 +34,8 @@ from mmengine.model import BaseModel
 from ..config import build_model
 from ..errors import DeployError, MissingExtraError
 from . import rewrites
-from .deploy_config import (argmax_before_upsampling, backend_of, check_segmentation_output, input_shape_of,
-                            precision_of)
+from .deploy_config import (argmax_before_upsampling, backend_of, check_segmentation_output,
+                            input_shape_of, precision_of)
 
 DEPLOY_EXTRA = "pip install 'evit_mm[deploy]' (or see tools/install.sh)"
 OPENVINO_PRECISION = dict(f32='f32', bf16='bf16', int8='f32')  # int8: the quantized IR's own

@@ -7,7 +7,8 @@ precision this CPU runs, in one table.
 For PyTorch (fused, float32), ONNX Runtime float32 and OpenVINO float32, bf16 and int8, it
 exports the model with our dynamic deploy config of its task into
 ``DIR/<runtime>_<precision>/`` (or reuses what an earlier run exported there from the same
-config and checkpoint, both unchanged), evaluates it on the model config's test split (at most ``--metric-images`` images, spread evenly) and times it there end to end,
+configs and checkpoint, all unchanged), evaluates it on the model config's test split (at
+most ``--metric-images`` images, spread evenly) and times it there end to end,
 preprocessing and post-processing included, as ``tools/test.py`` times a model. It prints one
 markdown table (metric, drop against PyTorch, FPS, speed-up, file size) and writes
 ``DIR/benchmark.json`` with the CPU model, its flags, the threads, the input size and the

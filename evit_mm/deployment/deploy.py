@@ -45,10 +45,10 @@ from ..inference import build_inference_model
 from ..runtime import check_dataset, iter_datasets, spread_indices
 from ..timing import environment, summarize, time_interleaved
 from .backends import (OpenVINORunner, backend_model_around, build_backend_model,
-                       compile_openvino, export_end2end, model_precision, quiet, require, save_openvino_model,
-                       set_precision_hint)
-from .deploy_config import (argmax_before_upsampling, backend_of, check_task, input_shape_of, max_metric_drop,
-                            precision_of, read_deploy_config)
+                       compile_openvino, export_end2end, model_precision, quiet, require,
+                       save_openvino_model, set_precision_hint)
+from .deploy_config import (argmax_before_upsampling, backend_of, check_task, input_shape_of,
+                            max_metric_drop, precision_of, read_deploy_config)
 from .evaluate import (DEFAULT_METRIC_IMAGES, ImageEvaluator, TestImages, evaluation_config,
                        main_metrics, reference_config, run_test, sample_test_images,
                        static_scale_note)
