@@ -539,6 +539,48 @@ def test_accuracy_control_puts_operations_back_in_float_until_the_drop_holds(tmp
                     'check on the test images decides.']
 
 
+def test_accuracy_control_leaves_nncf_what_the_float_graph_has_not_spent(monkeypatch):
+    """With labels at the head's resolution the float graph already loses against PyTorch on
+    the val images: NNCF may spend only the rest of the accepted drop, and nothing when the
+    labels alone lose it all; without the option PyTorch is not evaluated."""
+    import types
+
+    scores = {'pytorch': 70.4, 'graph': 70.0}
+    evaluated = []
+
+    class Evaluator:
+        def __init__(self, cfg):
+            pass
+
+        def __len__(self):
+            return 5
+
+        def __call__(self, model, indices, each=False):
+            evaluated.append(model.name)
+            return {'mIoU': scores[model.name]}, None
+
+    monkeypatch.setattr(deploy_module, 'ImageEvaluator', Evaluator)
+    monkeypatch.setattr(deploy_module, 'validation_config', lambda *args: None)
+    monkeypatch.setattr(deploy_module, 'compile_openvino', lambda *args: None)
+    monkeypatch.setattr(deploy_module, 'OpenVINORunner', lambda *args: None)
+    monkeypatch.setattr(deploy_module, 'backend_model_around',
+                        lambda *args: types.SimpleNamespace(name='graph'))
+    pytorch = types.SimpleNamespace(name='pytorch')
+    labels = read_deploy_config(str(DEPLOY / 'segmentation_openvino-int8_dynamic.py'))
+    logits = read_deploy_config(str(DEPLOY / 'segmentation_openvino_dynamic.py'))
+    control = deploy_module._accuracy_control(pytorch, None, labels, 'end2end.xml', 1, None, 1.0)
+    assert control.float_graph_drop == pytest.approx(0.4) and evaluated == ['graph', 'pytorch']
+    assert control.max_drop == pytest.approx(0.6) and control.float_metrics == {'mIoU': 70.0}
+    evaluated.clear()
+    control = deploy_module._accuracy_control(pytorch, None, logits, 'end2end.xml', 1, None, 1.0)
+    assert (control.float_graph_drop, control.max_drop, evaluated) == (0.0, 1.0, ['graph'])
+    scores['pytorch'] = 71.2  # the labels alone lose more than accepted
+    with pytest.raises(DeployError, match=r"^The float graph's label map at the decode head's "
+                       r'resolution \(codebase_config.argmax_before_upsampling\) alone loses '
+                       r'1\.20 points against PyTorch on 5 val images'):
+        deploy_module._accuracy_control(pytorch, None, labels, 'end2end.xml', 1, None, 1.0)
+
+
 @pytest.fixture
 def pseudo_labelled(tmp_path, deployed):
     """The dynamic ONNX Runtime deployment and its model config whose test labels are the
