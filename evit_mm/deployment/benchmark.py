@@ -143,12 +143,19 @@ def benchmark(model_cfg_path: str, checkpoint: str, work_dir: str,
     return record
 
 
+def _one_at_a_time(cfg: Config) -> Config:
+    """The test config with batch size 1: every row is timed as the caption says."""
+    cfg.test_dataloader.batch_size = 1
+    return cfg
+
+
 def _measure(runtime: str, precision: str, model_cfg, model_cfg_path: str, checkpoint: str,
              torch_model: torch.nn.Module, image: str, work_dir: str, threads: int, images,
              say) -> dict:
     framework = framework_of(model_cfg)
     if runtime == 'pytorch':
-        metrics, speed = run_test(torch_model, reference_config(model_cfg), work_dir, images)
+        metrics, speed = run_test(torch_model, _one_at_a_time(reference_config(model_cfg)),
+                                  work_dir, images)
         weights = sum(t.numel() * t.element_size() for t in torch_model.state_dict().values())
         return dict(metrics=main_metrics(metrics, framework), fps=speed.get('fps'),
                     file=checkpoint, size_mb=weights / 2 ** 20)  # the fused model's weights
@@ -169,7 +176,8 @@ def _measure(runtime: str, precision: str, model_cfg, model_cfg_path: str, check
         say(f'[evit_mm benchmark]   reusing {file}')
         model = build_backend_model(model_cfg, deploy_cfg, [file], threads, torch_model,
                                     spinning=False)
-    metrics, speed = run_test(model, evaluation_config(model_cfg, deploy_cfg), work_dir, images)
+    metrics, speed = run_test(model, _one_at_a_time(evaluation_config(model_cfg, deploy_cfg)),
+                              work_dir, images)
     return dict(metrics=main_metrics(metrics, framework), fps=speed.get('fps'), file=file,
                 size_mb=_size_mb(file), deploy_config=osp.relpath(deploy_cfg.filename))
 

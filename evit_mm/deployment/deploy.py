@@ -263,9 +263,11 @@ def _bf16_trial_runs(precision: str) -> bool:
 
 def _metric_check_estimate(pair: Deployment, data: dict, images: TestImages) -> str:
     """How many images the metric check evaluates and about how long it takes, from one timed
-    prediction of each model on ``data``."""
+    prediction of each model on ``data`` (after one untimed: the first call of a backend also
+    allocates and tunes)."""
     seconds = {}
     for name, model in (('pytorch', pair.model), (pair.backend, pair.backend_model)):
+        predict(model, data)
         start = time.perf_counter()
         predict(model, data)
         seconds[name] = time.perf_counter() - start
