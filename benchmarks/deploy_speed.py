@@ -244,7 +244,7 @@ HEADER = ('| PyTorch fused f32 | ONNX Runtime f32 | OpenVINO f32 | OpenVINO int8
 
 
 def _not_run(reason: str) -> str:
-    if 'ONEDNN_MAX_CPU_ISA' in reason:
+    if 'MAX_CPU_ISA' in reason:
         return '– (capped below bf16)'
     return '– (no bf16 units)' if 'bf16 units' in reason else '– (not run)'
 

@@ -3,7 +3,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -101,15 +101,19 @@ ONEDNN_ISA_FLAGS = {
     'AVX512_CORE_FP16': _AVX512_BF16, 'AVX10_1_512': _AVX512_BF16}
 
 
-def isa_cap() -> Optional[str]:
-    """The instruction set oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, else its older name
-    ``DNNL_MAX_CPU_ISA``), if any."""
-    return os.environ.get('ONEDNN_MAX_CPU_ISA') or os.environ.get('DNNL_MAX_CPU_ISA') or None
+def isa_cap() -> Optional[Tuple[str, str]]:
+    """``(variable, instruction set)`` oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, else its
+    older name ``DNNL_MAX_CPU_ISA``), if any."""
+    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+        if os.environ.get(name):
+            return name, os.environ[name]
+    return None
 
 
 def usable_flags(flags: List[str]) -> List[str]:
     """``flags`` less those :func:`isa_cap` keeps oneDNN (OpenVINO) from using."""
-    allowed = ONEDNN_ISA_FLAGS.get((isa_cap() or '').upper(), PRECISION_FLAGS)
+    cap = isa_cap()
+    allowed = ONEDNN_ISA_FLAGS.get(cap[1].upper(), PRECISION_FLAGS) if cap else PRECISION_FLAGS
     return [flag for flag in flags if flag in allowed]
 
 

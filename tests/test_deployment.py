@@ -398,6 +398,23 @@ def test_segmentation_post_processing_is_mmsegs_exactly():
                        logits[0].argmax(0, keepdim=True))  # no samples: mmseg's own
 
 
+def test_head_resolution_labels_refuse_what_they_would_label_wrongly():
+    """Labels at the head's resolution are whole-image, nearest-centre labels: a model tested
+    with sliding windows or a head resizing with align_corners=True is refused."""
+    from evit_mm.deployment.rewrites import HeadResolutionLabels
+    from evit_mm.inference import build_inference_model
+    model = build_inference_model(FPN, None)[0]
+    assert HeadResolutionLabels(model).segmentor is model
+    for change in (dict(test_cfg=dict(mode='slide', crop_size=(64, 64), stride=(32, 32))),
+                   dict(align_corners=True)):
+        model.test_cfg = change.get('test_cfg', dict(mode='whole'))
+        model.decode_head.align_corners = change.get('align_corners', False)
+        with pytest.raises(DeployError, match=r"^codebase_config.argmax_before_upsampling "
+                           r"labels whole images .* test_cfg.mode='slide' or a head with "
+                           r'align_corners=True is not labelled that way'):
+            HeadResolutionLabels(model)
+
+
 def _nearest_centres(labels: torch.Tensor, size) -> torch.Tensor:
     """``[h, w]`` labels at ``size``: each pixel takes the label whose pixel holds its centre."""
     rows = ((torch.arange(size[0]) + 0.5) * labels.shape[0] / size[0]).floor().long()
@@ -427,6 +444,19 @@ def test_head_resolution_labels_reach_the_original_size_by_pixel_centres():
             expected = _nearest_centres(expected, meta['ori_shape'])
             assert sample.pred_sem_seg.data.dtype == torch.int64
             assert torch.equal(sample.pred_sem_seg.data[0], expected), meta
+    # flipped: flipped back after the crop, before the resize, as mmseg (nearest-centre ties
+    # fall differently in the other order: 10 -> 75 rows, 34 -> 51 rows, 40 -> 60 columns)
+    for meta, padding in [(dict(ori_shape=(75, 101), flip=True, flip_direction='vertical'),
+                           None),
+                          (dict(ori_shape=(51, 60), flip=True, flip_direction='horizontal',
+                                img_padding_size=[0, 12, 0, 6]), (6, 12))]:
+        got = label_map_results(labels, (40, 52), [SegDataSample(metainfo=dict(meta))])
+        expected = labels[0, 0]
+        if padding:
+            expected = _nearest_centres(expected, (40, 52))[:40 - padding[0], :52 - padding[1]]
+        expected = expected.flip(1 if meta['flip_direction'] == 'horizontal' else 0)
+        assert torch.equal(got[0].pred_sem_seg.data[0],
+                           _nearest_centres(expected, meta['ori_shape'])), meta
     assert torch.equal(label_map_results(labels, (40, 52), None)[1].pred_sem_seg.data[0],
                        labels[1, 0].repeat_interleave(4, 0).repeat_interleave(4, 1))
     # against mmseg itself: one-hot logits at the head's resolution, resized bilinearly to the

@@ -220,10 +220,12 @@ def _check_quantized(report: dict, xml: str, say: Callable[[str], None]) -> None
                f"the drop within {report['max_drop']:.2f} points"
                if report['method'] == 'accuracy_control' else
                'NNCF quantized no operation (calib_config.ignored_scope may cover them all)')
+        fix = ("quantize with calib_config.method='ptq' (an ignored_scope keeps the sensitive "
+               'layers in float) and accept a larger drop (evaluation_config.max_drop)'
+               if report['method'] == 'accuracy_control' else
+               'narrow calib_config.ignored_scope')
         raise DeployError(f'{xml} has no int8 operation left: {why}. Deploy in f32 or bf16, or '
-                          "quantize with calib_config.method='ptq' (an ignored_scope keeps the "
-                          'sensitive layers in float) and accept a larger drop '
-                          '(evaluation_config.max_drop).')
+                          f'{fix}.')
     if report.get('reached') is False:
         say(f"[evit_mm deploy] int8: NNCF's accuracy control could not keep the drop on the val "
             f"images within {report['max_drop']:.2f} points; {len(report['kept_in_float'])} "

@@ -168,11 +168,13 @@ def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
     if kept is None:
         indices = positions
     else:
-        if isinstance(kept, int):  # mmengine: the first kept, or the last -kept, images
+        if isinstance(kept, int) and kept >= 0:  # mmengine: the first kept images
+            kept = range(kept)
+        elif isinstance(kept, int):  # the last -kept images (all, if there are fewer)
             whole = copy.deepcopy(cfg)
             whole.test_dataloader.dataset.indices = None
             length = len(build_test_dataset(whole))
-            kept = range(kept) if kept >= 0 else range(length + kept, length)
+            kept = range(max(0, length + kept), length)
         indices = [list(kept)[i] for i in positions]
     return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in positions])
 
@@ -229,7 +231,7 @@ class ImageEvaluator:
         if self.keys is None:
             found = main_metrics(numbers_only, self.framework)
             self.keys = tuple(found)
-            return found
+            return {key: max(value, 0.0) for key, value in found.items()}
         points = main_metrics(dict(numbers_only, **{key: 0.0 for key in self.keys
                                                     if key not in numbers_only}),
                               self.framework)
