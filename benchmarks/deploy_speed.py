@@ -52,7 +52,7 @@ from evit_mm.deployment.deploy_config import deploy_config_for
 from evit_mm.deployment.quantize import precision_support
 from evit_mm.errors import DeployError
 from evit_mm.inference import RawNetwork
-from evit_mm.timing import environment, time_interleaved
+from evit_mm.timing import caps_text, environment, time_interleaved
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
@@ -266,9 +266,8 @@ def markdown_tables(figures: dict) -> str:
             else:
                 cells.append(_not_run(case.get('not_run', {}).get(runtime, '')))
         flags = ', '.join(env.get('cpu_flags', [])) or 'not recorded'
-        caps = env.get('isa_caps', {})
-        if caps:
-            flags += '; capped: ' + ', '.join(f'{k}={v}' for k, v in caps.items())
+        if caps_text(env):
+            flags += f'; capped: {caps_text(env)}'
         lines.append(f"| {LABELS[name]}, {case['shape'][0]}x{case['shape'][1]} | "
                      f"{env['device_name']} ({flags}) | " + ' | '.join(cells) + ' |')
     lines += ['', '| model (demo val split, input) | metric ' + HEADER[0], '|---|---' + HEADER[1]]

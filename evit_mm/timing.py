@@ -104,7 +104,7 @@ ONEDNN_ISA_FLAGS = {
 def isa_cap() -> Optional[Tuple[str, str]]:
     """``(variable, instruction set)`` oneDNN is capped at (``ONEDNN_MAX_CPU_ISA``, else its
     older name ``DNNL_MAX_CPU_ISA``), if any."""
-    for name in ('ONEDNN_MAX_CPU_ISA', 'DNNL_MAX_CPU_ISA'):
+    for name in ISA_CAPS[:2]:
         if os.environ.get(name):
             return name, os.environ[name]
     return None
@@ -115,6 +115,12 @@ def usable_flags(flags: List[str]) -> List[str]:
     cap = isa_cap()
     allowed = ONEDNN_ISA_FLAGS.get(cap[1].upper(), PRECISION_FLAGS) if cap else PRECISION_FLAGS
     return [flag for flag in flags if flag in allowed]
+
+
+def caps_text(env: dict) -> str:
+    """The instruction caps an :func:`environment` record names, as ``NAME=VALUE, ...`` ('' if
+    none)."""
+    return ', '.join(f'{key}={value}' for key, value in env.get('isa_caps', {}).items())
 
 
 def environment(device: str) -> dict:

@@ -29,7 +29,7 @@ from ..config import framework_of, load_config
 from ..errors import DeployError, exits_on_user_errors
 from ..inference import build_inference_model
 from ..runtime import check_dataset
-from ..timing import environment
+from ..timing import caps_text, environment
 from .backends import build_backend_model, quiet, require
 from .deploy import export_and_load, torch_threads
 from .deploy_config import DEPLOY_CONFIGS, TASKS, read_deploy_config, task_of_model
@@ -202,7 +202,7 @@ def markdown_table(record: dict) -> str:
 
 
 def caption(record: dict) -> str:
-    caps = ', '.join(f'{key}={value}' for key, value in record.get('isa_caps', {}).items())
+    caps = caps_text(record)
     return (f"{record['images']}, {record['input']}; {record['device_name']} "
             f"({', '.join(record['cpu_flags']) or 'no listed flags'}"
             f"{f'; instructions capped: {caps}' if caps else ''}), {record['threads']} "

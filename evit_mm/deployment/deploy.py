@@ -216,14 +216,15 @@ def _check_quantized(report: dict, xml: str, say: Callable[[str], None]) -> None
     """Refuse an int8 IR with nothing left in int8; say when accuracy control did not reach
     its drop (the metric check then decides)."""
     if report['fake_quantize_ops'] == 0:
-        why = ("NNCF's accuracy control put every quantized operation back in float to keep "
-               f"the drop within {report['max_drop']:.2f} points"
-               if report['method'] == 'accuracy_control' else
-               'NNCF quantized no operation (calib_config.ignored_scope may cover them all)')
-        fix = ("quantize with calib_config.method='ptq' (an ignored_scope keeps the sensitive "
-               'layers in float) and accept a larger drop (evaluation_config.max_drop)'
-               if report['method'] == 'accuracy_control' else
-               'narrow calib_config.ignored_scope')
+        if report['method'] == 'accuracy_control':
+            why = ("NNCF's accuracy control put every quantized operation back in float to keep "
+                   f"the drop within {report['max_drop']:.2f} points")
+            fix = ("quantize with calib_config.method='ptq' (an ignored_scope keeps the "
+                   'sensitive layers in float) and accept a larger drop '
+                   '(evaluation_config.max_drop)')
+        else:
+            why = 'NNCF quantized no operation (calib_config.ignored_scope may cover them all)'
+            fix = 'narrow calib_config.ignored_scope'
         raise DeployError(f'{xml} has no int8 operation left: {why}. Deploy in f32 or bf16, or '
                           f'{fix}.')
     if report.get('reached') is False:

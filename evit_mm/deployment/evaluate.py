@@ -175,7 +175,8 @@ def sample_test_images(cfg: Config, metric_images: Optional[int]) -> TestImages:
             whole.test_dataloader.dataset.indices = None
             length = len(build_test_dataset(whole))
             kept = range(max(0, length + kept), length)
-        indices = [list(kept)[i] for i in positions]
+        kept = list(kept)
+        indices = [kept[i] for i in positions]
     return TestImages(total, indices, [dataset.get_data_info(i).get('img_id') for i in positions])
 
 
@@ -228,10 +229,8 @@ class ImageEvaluator:
             self.evaluator.process(data_samples=outputs, data_batch=batch)
         metrics = self.evaluator.evaluate(len(batches))
         numbers_only = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real)}
-        if self.keys is None:
-            found = main_metrics(numbers_only, self.framework)
-            self.keys = tuple(found)
-            return {key: max(value, 0.0) for key, value in found.items()}
+        if self.keys is None:  # the first call names them (and stops if there are none)
+            self.keys = tuple(main_metrics(numbers_only, self.framework))
         points = main_metrics(dict(numbers_only, **{key: 0.0 for key in self.keys
                                                     if key not in numbers_only}),
                               self.framework)
