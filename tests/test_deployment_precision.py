@@ -682,10 +682,13 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
                       deploy_cfgs[runtime], exported.checkpoint)
     monkeypatch.setattr(quantize, 'cpu_flags', lambda: ['avx2', 'avx512f'])  # no bf16 units
     argv = [str(config), exported.checkpoint, '--runtimes', 'pytorch', 'onnxruntime',
-            'openvino', '--precisions', 'f32', 'bf16', '--work-dir', str(tmp_path / 'bench')]
+            'openvino', '--precisions', 'f32', 'bf16', '--work-dir', str(tmp_path / 'bench'),
+            '--rounds', '1']
     record = benchmark_main(argv)
     rows = {row['name']: row for row in record['rows']}
     assert list(rows) == ['pytorch f32', 'onnxruntime f32', 'openvino f32', 'openvino bf16']
+    assert record['timing'] == dict(images=4, rounds=1, warmup_rounds=1)
+    assert rows['pytorch f32']['ms'] == pytest.approx(1000 / rows['pytorch f32']['fps'])
     reference = rows['pytorch f32']['metrics']['coco/bbox_mAP']
     assert reference > 1
     for name in ('onnxruntime f32', 'openvino f32'):
@@ -720,7 +723,7 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
     mark_exported(ort_dir, str(config), deploy_cfgs['onnxruntime'], str(checkpoint_copy))
     os.utime(checkpoint_copy, ns=(exported_at + 10**9, exported_at + 10**9))
     again = benchmark_main([str(config), str(checkpoint_copy), '--runtimes', 'onnxruntime',
-                            '--work-dir', str(tmp_path / 'bench')])
+                            '--work-dir', str(tmp_path / 'bench'), '--rounds', '1'])
     assert earlier.stat().st_mtime_ns != exported_at
     assert again['rows'][0]['metrics'] == pytest.approx(rows['onnxruntime f32']['metrics'],
                                                         abs=0.05)
@@ -730,3 +733,64 @@ def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files
         f.write('model = dict(test_cfg=dict(score_thr=0.3))\n')
     assert _existing_file(ort_dir, 'onnxruntime', 'f32', str(config), deploy_cfgs['onnxruntime'],
                           str(checkpoint_copy)) is None
+
+
+def test_benchmark_times_every_runtime_on_the_same_images_one_at_a_time(pseudo_labelled,
+                                                                        monkeypatch):
+    """benchmark.py's timing: each runtime's test_step on the same evaluated images (spread
+    evenly over the sample), one image per call even when the config batches two, a warm-up
+    round and then the rounds, in alternation; the median round's seconds."""
+    import time
+
+    from evit_mm.deployment import benchmark as bench
+    _, config = pseudo_labelled
+    cfg = load_config(str(config), pretrained=False)
+    cfg.test_dataloader.batch_size = 2
+    images = sample_test_images(cfg, 3)  # 3 of the 4 test images: 0, 1 and 3
+    monkeypatch.setattr(bench, 'TIMED_IMAGES', 2)  # of those: 0 and 3
+    calls = []
+
+    class Sleeps:
+        def __init__(self, name: str, seconds: float) -> None:
+            self.name, self.seconds = name, seconds
+
+        def test_step(self, batch: dict) -> list:
+            assert len(batch['inputs']) == len(batch['data_samples']) == 1
+            calls.append((self.name, Path(batch['data_samples'][0].img_path).name))
+            time.sleep(self.seconds)
+            return batch['data_samples']
+
+    seconds, count = bench._time_in_alternation(
+        {'fast': (Sleeps('fast', 0.01), cfg), 'slow': (Sleeps('slow', 0.03), cfg)}, images, 2)
+    dataset = bench.build_test_dataset(cfg)
+    names = [Path(dataset.get_data_info(i)['img_path']).name for i in (0, 3)]
+    assert images.indices == [0, 1, 3] and count == 2
+    assert calls == [(runtime, name) for _ in range(3) for runtime in ('fast', 'slow')
+                     for name in names]
+    assert 0.02 <= seconds['fast'] < seconds['slow'] and seconds['slow'] >= 0.06
+
+
+def test_benchmark_int8_method_replaces_the_deploy_configs(pseudo_labelled, tmp_path,
+                                                           monkeypatch):
+    """--int8-method ptq reaches the int8 export (the deploy config says accuracy_control);
+    an unknown method or no timing round is refused."""
+    from evit_mm.deployment import benchmark as bench
+    exported, config = pseudo_labelled
+    methods = []
+
+    def export_and_load(deploy_cfg, *args, **kwargs):
+        methods.append(deploy_cfg.calib_config['method'])
+        raise DeployError('stopped after the deploy config')
+
+    monkeypatch.setattr(bench, 'export_and_load', export_and_load)
+    monkeypatch.setattr(bench, 'precision_support', lambda precision: None)
+    for method in (None, 'ptq'):
+        record = bench.benchmark(str(config), exported.checkpoint, str(tmp_path / 'b'),
+                                 runtimes=['openvino'], precisions=['int8'], int8_method=method)
+        assert record['rows'] == [dict(name='openvino int8',
+                                       not_run='stopped after the deploy config')]
+    assert methods == ['accuracy_control', 'ptq']
+    with pytest.raises(DeployError, match=r"--int8-method qat: use one of accuracy_control, ptq"):
+        bench.benchmark(str(config), exported.checkpoint, str(tmp_path / 'b'), int8_method='qat')
+    with pytest.raises(DeployError, match=r'--rounds 0: time at least one round'):
+        bench.benchmark(str(config), exported.checkpoint, str(tmp_path / 'b'), rounds=0)
