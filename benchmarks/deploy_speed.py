@@ -1,31 +1,33 @@
 """Deployed models on a CPU, per runtime and precision: speed against the fused PyTorch model,
-and the metric on the demo val split.
+and the metric on the demo val split, both from ``tools/deployment/benchmark.py``.
 
     python benchmarks/deploy_speed.py [--threads 2] [--rounds 5] [--only retinanet_m4]
         [--demo-dir NAME=WORK_DIR ...]
     python benchmarks/deploy_speed.py --table [--readme README.md]   # the results as markdown
 
-Speed: batch 1, one process, every runtime timed in alternation on the same
-preprocessed image, end to end (post-processing included), medians: PyTorch fused
-(float32), ONNX Runtime float32, OpenVINO f32, OpenVINO bf16 (only on a CPU with bf16
-units; elsewhere it is recorded as not run, with the reason) and OpenVINO int8 (NNCF,
-calibrated on generated demo images). Targets, against PyTorch fused:
+Speed: ``tools/deployment/benchmark.py`` on each reference model with its initial weights
+(seed 0), tested on generated images of the case's size that its test pipeline keeps as they
+are (RetinaNet: 800x1333, padded to 800x1344; Semantic FPN: 512x512): every runtime and
+precision exported with our dynamic deploy configs (int8: plain NNCF PTQ, calibrated on the
+generated val images, as random weights give no metric to control), timed end to end (batch
+1, post-processing included) in alternation, medians: PyTorch fused (float32), ONNX Runtime
+float32, OpenVINO f32, OpenVINO bf16 (only on a CPU with bf16 units; elsewhere recorded as
+not run, with the reason) and OpenVINO int8. Targets, against PyTorch fused:
 
 * RetinaNet-M4 at 800x1344 and Semantic FPN-M4 at 512x512: OpenVINO int8 >= 3x (on a CPU
   with AVX-512 VNNI), bf16 >= 2x (where the CPU has bf16 units).
 
-Plus the profile of the float32 runtimes (backbone alone; the network without
-post-processing, or the exported graph; the rest is Python post-processing), and whether
-ONNX Runtime int8 would pay: the float32 graph quantized by ``onnxruntime.quantization``
-(static, QDQ, int8 convolutions and matrix products, per tensor: the opset-11 export has no
-per-channel DequantizeLinear), timed against the float32
-graph and OpenVINO's int8 graph (speed only: calibrated on a few random images).
+Then the profile of those exported files, timed in alternation on one of the images: the
+backbone alone, the network without post-processing, each exported graph (the rest of the
+end-to-end time is post-processing), and whether ONNX Runtime int8 would pay: the float32
+graph quantized by ``onnxruntime.quantization`` (static, QDQ, int8 convolutions and matrix
+products, per tensor: the opset-11 export has no per-channel DequantizeLinear), timed against
+the float32 graph and OpenVINO's int8 graph.
 
 Metric: with ``--demo-dir NAME=WORK_DIR`` (a ``tools/train.py CONFIG --demo`` work dir),
-``tools/deployment/benchmark.py`` runs on that checkpoint (every runtime and precision,
-dynamic deploy configs: the demo's own test resize, on the demo val split): metric and FPS
-end to end, labelled demo. The speed cases above (random weights at 800x1344 / 512x512,
-with the profile) are this script's own.
+``tools/deployment/benchmark.py`` on that checkpoint (dynamic deploy configs, int8 under
+accuracy control: the demo's own test resize, on the demo val split): metric and FPS, labelled
+demo.
 
 Writes benchmarks/results/deploy_speed.json (cases not run this time are kept, each with
 the CPU it was measured on) and prints every figure with the CPU name and flags.
@@ -37,157 +39,145 @@ import os
 import os.path as osp
 import statistics
 import tempfile
-from typing import Dict
+from typing import Dict, Tuple
 
-import numpy as np
 import torch
-from mmengine.config import Config
+from mmengine.dataset import pseudo_collate
 
 from evit_mm.analysis.model_zoo import update_readme
+from evit_mm.config import framework_of, load_config
 from evit_mm.demo_data import make_ade20k_demo, make_coco_demo
-from evit_mm.deployment.backends import export_backbone, graph_feed, make_runner, numpy_feed
+from evit_mm.deployment.backends import (build_backend_model, export_backbone, graph_feed,
+                                         make_runner, numpy_feed, quiet)
 from evit_mm.deployment.benchmark import benchmark
-from evit_mm.deployment.deploy import export_and_load, predict
-from evit_mm.deployment.deploy_config import deploy_config_for
-from evit_mm.deployment.quantize import precision_support
-from evit_mm.errors import DeployError
-from evit_mm.inference import RawNetwork
+from evit_mm.deployment.deploy_config import read_deploy_config
+from evit_mm.deployment.evaluate import build_test_dataset
+from evit_mm.inference import RawNetwork, build_inference_model
 from evit_mm.timing import caps_text, environment, time_interleaved
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
 OUT = osp.join(HERE, 'results', 'deploy_speed.json')
-CASES = {  # name: config, (H, W) for speed, whether the targets apply
-    'retinanet_m4': ('configs/detection/retinanet_evit_m4.py', (800, 1344), True),
+CASES = {  # name: config, generated image size (H, W) that its test pipeline keeps, targets?
+    'retinanet_m4': ('configs/detection/retinanet_evit_m4.py', (800, 1333), True),
     'fpn_m4': ('configs/segmentation/fpn_evit_m4_ade20k.py', (512, 512), True),
-    'retinanet_s4': ('configs/detection/retinanet_shvit_s4.py', (800, 1344), False),
+    'retinanet_s4': ('configs/detection/retinanet_shvit_s4.py', (800, 1333), False),
     'fpn_s4': ('configs/segmentation/fpn_shvit_s4_ade20k.py', (512, 512), False),
 }
-RUNTIMES = (('onnxruntime', 'f32'), ('openvino', 'f32'), ('openvino', 'bf16'),
-            ('openvino', 'int8'))
 TARGETS = {'openvino int8': 3.0, 'openvino bf16': 2.0}
 README_MARKS = ('<!-- deploy-speed:start -->', '<!-- deploy-speed:end -->')
-CALIBRATION_IMAGES = 16
+SPEED_IMAGES = 8  # generated val (= test) images of a speed case: calibration and timing
+PROFILED = ('onnxruntime f32', 'openvino f32', 'openvino int8')
 
 
-def _segmentation(config: str) -> bool:
-    return Config.fromfile(config).get('default_scope') == 'mmseg'
-
-
-def _calibration_cfg(config: str, root: str) -> str:
-    """A config whose val_dataloader is a small generated dataset of the task (for int8)."""
-    if _segmentation(config):
-        data = make_ade20k_demo(osp.join(root, 'ade'), 4, CALIBRATION_IMAGES)
-        text = (f"_base_ = '{osp.abspath(config)}'\n"
-                f"val_dataloader = dict(dataset=dict(data_root='{data}'))\n")
+def _speed_case(config: str, image_size: Tuple[int, int], root: str) -> Tuple[str, str]:
+    """The reference config tested (and validated) on generated images of ``image_size``,
+    and a checkpoint of its initial weights (seed 0)."""
+    cfg = load_config(config, pretrained=False)
+    if framework_of(cfg) == 'mmseg':
+        data = str(make_ade20k_demo(osp.join(root, 'ade20k'), 0, SPEED_IMAGES,
+                                    image_size=image_size))
     else:
-        data = make_coco_demo(osp.join(root, 'coco'), 4, CALIBRATION_IMAGES)
-        text = (f"_base_ = '{osp.abspath(config)}'\n"
-                f"val_dataloader = dict(dataset=dict(data_root='{data}/'))\n")
-    path = osp.join(root, 'calibration.py')
-    with open(path, 'w') as f:
-        f.write(text)
-    return path
+        data = str(make_coco_demo(osp.join(root, 'coco'), 0, SPEED_IMAGES,
+                                  image_size=image_size)) + '/'
+        for key in ('val_evaluator', 'test_evaluator'):
+            cfg[key].ann_file = data + 'annotations/instances_val2017.json'
+    for loader in ('val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = data
+    case_cfg = osp.join(root, osp.basename(config))
+    cfg.dump(case_cfg)
+    torch.manual_seed(0)
+    with quiet(osp.join(root, 'initial_weights.log'), verbose=False):
+        model = build_inference_model(case_cfg)[0]
+    checkpoint = osp.join(root, 'initial_weights.pth')
+    torch.save(dict(state_dict=model.state_dict()), checkpoint)
+    return case_cfg, checkpoint
 
 
-def _deploy_cfg(config: str, backend: str, precision: str, shape) -> Config:
-    cfg = deploy_config_for(config, backend, shape, precision)
-    if precision == 'int8':
-        cfg.calib_config = dict(num_images=CALIBRATION_IMAGES)
-    return cfg
+def measure_speed(config: str, image_size: Tuple[int, int], threads: int, rounds: int,
+                  work_root: str) -> dict:
+    """benchmark() on the speed case (its speeds, the runtimes it could not run) and the
+    profile of its exported files."""
+    case_cfg, checkpoint = _speed_case(config, image_size, work_root)
+    record = benchmark(case_cfg, checkpoint, osp.join(work_root, 'benchmark'), threads=threads,
+                       rounds=rounds, int8_method='ptq')
+    rows = {row['name']: row for row in record['rows']}
+    ms = {('pytorch' if name == 'pytorch f32' else name): row['ms']
+          for name, row in rows.items() if 'ms' in row}
+    shape, profile = _profile(case_cfg, checkpoint, rows, threads, rounds, work_root)
+    graph_speedup = {name[:-len(' graph')]: profile['onnxruntime f32 graph'] / value
+                     for name, value in profile.items() if name.endswith(' graph')}
+    return dict(config=config, shape=shape, image_size=list(image_size), rounds=rounds,
+                timed_images=record['timing']['images'], ms={**ms, **profile},
+                speedup={name: row['speedup'] for name, row in rows.items()
+                         if name != 'pytorch f32' and 'speedup' in row},
+                graph_speedup=graph_speedup,
+                not_run={name: row['not_run'] for name, row in rows.items() if 'not_run' in row})
 
 
-def _runtimes(config: str, shape, threads: int, work_root: str) -> Dict:
-    """``{'onnxruntime f32': Deployment or the reason it cannot run, ...}``."""
-    image = np.random.RandomState(0).randint(0, 256, (*shape, 3), dtype=np.uint8)
-    calibration = _calibration_cfg(config, osp.join(work_root, 'calibration'))
-    pairs = {}
-    for backend, precision in RUNTIMES:
-        name = f'{backend} {precision}'
-        try:
-            if precision != 'f32':
-                precision_support(precision)
-            cfg = _deploy_cfg(config, backend, precision, shape)
-            pairs[name] = export_and_load(cfg, config, None, image,
-                                          osp.join(work_root, name.replace(' ', '_')),
-                                          threads, calibration, spinning=False)
-        except DeployError as err:
-            pairs[name] = str(err)
-    return pairs
-
-
-def measure_speed(config: str, shape, threads: int, rounds: int, work_root: str) -> dict:
-    pairs = _runtimes(config, shape, threads, work_root)
-    runnable = {name: pair for name, pair in pairs.items() if not isinstance(pair, str)}
-    reference = runnable['onnxruntime f32']
-    model, data = reference.model, reference.prepare(
-        np.random.RandomState(0).randint(0, 256, (*shape, 3), dtype=np.uint8))
-    x = data['inputs']
+def _profile(case_cfg: str, checkpoint: str, rows: Dict[str, dict], threads: int, rounds: int,
+             work_root: str) -> Tuple[list, Dict[str, float]]:
+    """The network input's shape, and milliseconds of the parts, timed in alternation on the
+    first test image: backbones, the network without post-processing, the exported graphs."""
+    model = build_inference_model(case_cfg, checkpoint, fuse=True)[0]
+    detector = framework_of(load_config(case_cfg, pretrained=False)) == 'mmdet'
+    dataset = build_test_dataset(load_config(case_cfg, pretrained=False))
+    prepared = [model.data_preprocessor(pseudo_collate([dataset[i]]), False) for i in range(4)]
+    x, samples = prepared[0]['inputs'], prepared[0]['data_samples']
+    feed = graph_feed(x, samples, detector)
     network = RawNetwork(model)
-    backbones = {backend: export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
-                                          backend, threads)
-                 for backend in ('onnxruntime', 'openvino')}
-    feed = graph_feed(x, data['data_samples'], detector=not _segmentation(config))
-    fns = {'pytorch': lambda: predict(model, data)}
-    fns.update({name: (lambda p=pair: predict(p.backend_model, data))
-                for name, pair in runnable.items()})
-    fns.update({'pytorch backbone': lambda: model.backbone(x),
-                'onnxruntime f32 backbone': lambda: backbones['onnxruntime']({'input': x}),
-                'openvino f32 backbone': lambda: backbones['openvino']({'input': x}),
-                'pytorch network': lambda: network(x)})
-    graphs = {name: _graph(runnable[name]) for name in ('onnxruntime f32', 'openvino f32',
-                                                         'openvino int8') if name in runnable}
-    graphs['onnxruntime int8'] = _onnxruntime_int8(reference, shape, threads, work_root)
-    fns.update({f'{name} graph': (lambda g=graph: g(feed))
+    fns = {'pytorch backbone': lambda: model.backbone(x), 'pytorch network': lambda: network(x)}
+    for backend in ('onnxruntime', 'openvino'):
+        runner = export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
+                                 backend, threads)
+        fns[f'{backend} f32 backbone'] = lambda runner=runner: runner({'input': x})
+    graphs = {name: build_backend_model(load_config(case_cfg, pretrained=False),
+                                        read_deploy_config(rows[name]['deploy_config']),
+                                        [rows[name]['file']], threads, model,
+                                        spinning=False).wrapper
+              for name in PROFILED if 'file' in rows.get(name, {})}
+    feeds = [numpy_feed(graph_feed(p['inputs'], p['data_samples'], detector)) for p in prepared]
+    graphs['onnxruntime int8'] = _onnxruntime_int8(rows['onnxruntime f32']['file'],
+                                                   graphs['onnxruntime f32'].output_names,
+                                                   feeds, threads, work_root)
+    fns.update({f'{name} graph': (lambda graph=graph: graph(feed))
                 for name, graph in graphs.items()})
     times = time_interleaved(fns, rounds, warmup=2)
-    ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-    return dict(config=config, shape=list(shape), rounds=rounds, ms=ms,
-                speedup={name: ms['pytorch'] / ms[name] for name in runnable},
-                graph_speedup={name: ms['onnxruntime f32 graph'] / ms[f'{name} graph']
-                               for name in graphs},
-                not_run={name: reason for name, reason in pairs.items() if isinstance(reason, str)})
+    return list(x.shape[-2:]), {name: 1000 * statistics.median(values)
+                                for name, values in times.items()}
 
 
-def _onnxruntime_int8(pair, shape, threads: int, work_root: str):
-    """ONNX Runtime's static int8 quantization of the float32 end-to-end graph, as a runner."""
+def _onnxruntime_int8(onnx_file: str, output_names, feeds, threads: int, work_root: str):
+    """ONNX Runtime's static int8 quantization of the float32 end-to-end graph, as a runner
+    (calibrated on ``feeds``)."""
     import onnx
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
-    graph_inputs = {i.name for i in onnx.load(pair.files['onnx'], load_external_data=False)
-                    .graph.input}
-    rng = np.random.RandomState(1)
-    feeds = []
-    for _ in range(4):
-        data = pair.prepare(rng.randint(0, 256, (*shape, 3), dtype=np.uint8))
-        feed = numpy_feed(graph_feed(data['inputs'], data['data_samples'], detector=True))
-        feeds.append({name: value for name, value in feed.items() if name in graph_inputs})
+    graph_inputs = {i.name for i in onnx.load(onnx_file, load_external_data=False).graph.input}
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.feeds = iter(feeds)
+            self.feeds = iter([{name: value for name, value in feed.items()
+                                if name in graph_inputs} for feed in feeds])
 
         def get_next(self):
             return next(self.feeds, None)
 
     out = osp.join(work_root, 'onnxruntime_int8.onnx')
-    quantize_static(pair.files['onnx'], out, Reader(), quant_format=QuantFormat.QDQ,
+    quantize_static(onnx_file, out, Reader(), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=['Conv', 'MatMul', 'Gemm'], per_channel=False,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return make_runner('onnxruntime', out, _graph(pair).output_names, threads, spinning=False)
+    return make_runner('onnxruntime', out, output_names, threads, spinning=False)
 
 
-def _graph(pair):
-    model = pair.backend_model
-    return model.wrapper
-
-
-def measure_metric(config: str, work_dir: str, threads: int, work_root: str) -> dict:
+def measure_metric(config: str, work_dir: str, threads: int, rounds: int, work_root: str
+                   ) -> dict:
     """Each runtime on the demo val split of a ``--demo`` work dir (metric in points, FPS end to
     end): ``tools/deployment/benchmark.py`` on its saved config and latest checkpoint."""
     checkpoint = sorted(glob.glob(osp.join(work_dir, '*.pth')), key=osp.getmtime)[-1]
     saved = osp.join(work_dir, osp.basename(config))  # the demo config: demo data, demo scale
-    record = benchmark(saved, checkpoint, osp.join(work_root, 'benchmark'), threads=threads)
+    record = benchmark(saved, checkpoint, osp.join(work_root, 'benchmark'), threads=threads,
+                       rounds=rounds)
     results = dict(checkpoint=checkpoint, input=record['input'], images=record['images'],
                    not_run={})
     for row in record['rows']:
@@ -217,13 +207,18 @@ def report(name: str, result: dict, figures: dict, has_targets: bool) -> None:
     env = result['env']
     print(f"{name} {result['shape'][0]}x{result['shape'][1]} on {env['device_name']} "
           f"({', '.join(env['cpu_flags']) or 'no listed flags'}), {env['threads']} threads, "
-          f"medians of {result['rounds']} interleaved rounds:")
+          f"medians of {result['rounds']} rounds in alternation (end to end: per image over "
+          f"{result['timed_images']} images; the parts: one image):")
     for what, value in result['ms'].items():
         print(f'  {what:<26} {value:9.1f} ms  ({1000 / value:6.2f} FPS)')
     for what, reason in result['not_run'].items():
         print(f'  {what:<26} not run: {reason}')
     for what, value in result.get('graph_speedup', {}).items():
         print(f'  {what} graph vs onnxruntime f32 graph: {value:.2f}x')
+    for runtime in PROFILED:
+        if f'{runtime} graph' in result['ms'] and runtime in result['ms']:
+            share = 1 - result['ms'][f'{runtime} graph'] / result['ms'][runtime]
+            print(f'  {runtime}: post-processing {100 * share:.0f}% of the end-to-end time')
     for runtime, target in (TARGETS.items() if has_targets else []):
         value = result['speedup'].get(runtime)
         figures['targets'].append(dict(name=f'{name} {runtime} vs PyTorch fused', value=value,
@@ -314,14 +309,15 @@ def main() -> None:
     demo_dirs = dict(item.split('=', 1) for item in args.demo_dir)
     figures = dict(env=environment('cpu'), cases={}, targets=[])
     with tempfile.TemporaryDirectory() as work_root:
-        for name, (config, shape, has_targets) in CASES.items():
+        for name, (config, image_size, has_targets) in CASES.items():
             if args.only and name not in args.only:
                 continue
-            result = measure_speed(osp.join(REPO, config), shape, args.threads, args.rounds,
+            result = measure_speed(osp.join(REPO, config), image_size, args.threads, args.rounds,
                                    osp.join(work_root, name))
             result.update(config=config, env=figures['env'])
             if name in demo_dirs:
                 result['demo_metric'] = measure_metric(config, demo_dirs[name], args.threads,
+                                                       args.rounds,
                                                        osp.join(work_root, f'{name}_demo'))
             figures['cases'][name] = result
             report(name, result, figures, has_targets)

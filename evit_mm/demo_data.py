@@ -5,13 +5,14 @@ them used) with boxes and polygon masks of coloured shapes on textured
 backgrounds; images of varied sizes, objects that sometimes overlap.
 Segmentation: ADEChallengeData2016-style JPEG images with PNG label maps
 (0 = other, k = ADE20K class k), a wall/floor scene with several object classes.
-Generation is deterministic for a seed and skipped when the data already exist.
+Images have varied sizes, or all one ``image_size`` (H, W). Generation is deterministic for
+a seed and skipped when the data already exist.
 """
 import contextlib
 import fcntl
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -59,12 +60,22 @@ def _box_iou(a: List[float], b: List[float]) -> float:
     return inter / (a[2] * a[3] + b[2] * b[3] - inter)
 
 
+Size = Optional[Tuple[int, int]]
+
+
+def _size(rng: np.random.RandomState, low: int, high: int, image_size: Size) -> Tuple[int, int]:
+    """``image_size``, or a random (H, W) in ``[low, high]``."""
+    if image_size is not None:
+        return image_size
+    return int(rng.randint(low, high + 1)), int(rng.randint(low, high + 1))
+
+
 def _coco_split(rng: np.random.RandomState, img_dir: Path, count: int,
-                cat_ids: Dict[str, int]) -> dict:
+                cat_ids: Dict[str, int], image_size: Size) -> dict:
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     for index in range(count):
-        h, w = int(rng.randint(224, 385)), int(rng.randint(224, 385))
+        h, w = _size(rng, 224, 384, image_size)
         img = _background(rng, h, w)
         boxes: List[List[float]] = []
         for _ in range(rng.randint(1, 5)):
@@ -91,33 +102,37 @@ def _coco_split(rng: np.random.RandomState, img_dir: Path, count: int,
     return dict(images=images, annotations=annotations)
 
 
-def make_coco_demo(root: str, num_train: int = 160, num_val: int = 40, seed: int = 0) -> Path:
+def make_coco_demo(root: str, num_train: int = 160, num_val: int = 40, seed: int = 0,
+                   image_size: Size = None) -> Path:
     """Write ``root/{train2017,val2017}/`` and ``root/annotations/instances_*.json``."""
     from mmdet.datasets import CocoDataset
     root_path = Path(root)
+    stamp = _stamp(num_train, num_val, seed, image_size)
     with _exclusive(root_path):
-        if not _is_current(root_path, num_train, num_val, seed):
-            _write_coco(root_path, CocoDataset.METAINFO['classes'], num_train, num_val, seed)
+        if not _is_current(root_path, stamp):
+            _write_coco(root_path, CocoDataset.METAINFO['classes'], num_train, num_val, seed,
+                        image_size)
+            _mark(root_path, stamp)
     return root_path
 
 
-def _write_coco(root_path: Path, names, num_train: int, num_val: int, seed: int) -> None:
+def _write_coco(root_path: Path, names, num_train: int, num_val: int, seed: int,
+                image_size: Size) -> None:
     rng = np.random.RandomState(seed)
     categories = [dict(id=cid, name=name, supercategory='object')
                   for cid, name in zip(COCO_IDS, names)]
     cat_ids = {c['name']: c['id'] for c in categories}
     (root_path / 'annotations').mkdir(parents=True, exist_ok=True)
     for split, count in (('train2017', num_train), ('val2017', num_val)):
-        data = _coco_split(rng, root_path / split, count, cat_ids)
+        data = _coco_split(rng, root_path / split, count, cat_ids, image_size)
         data.update(info=dict(description='evit_mm synthetic demo data (not COCO)'),
                     licenses=[], categories=categories)
         (root_path / 'annotations' / f'instances_{split}.json').write_text(json.dumps(data))
-    _mark(root_path, num_train, num_val, seed)
 
 
-def _ade_sample(rng: np.random.RandomState, class_index: Dict[str, int]
+def _ade_sample(rng: np.random.RandomState, class_index: Dict[str, int], image_size: Size
                 ) -> Tuple[np.ndarray, np.ndarray]:
-    h, w = int(rng.randint(256, 385)), int(rng.randint(256, 385))
+    h, w = _size(rng, 256, 384, image_size)
     img = _background(rng, h, w)
     label = np.zeros((h, w), np.uint8)
     horizon = int(rng.uniform(0.4, 0.7) * h)
@@ -137,17 +152,22 @@ def _ade_sample(rng: np.random.RandomState, class_index: Dict[str, int]
     return img, label
 
 
-def make_ade20k_demo(root: str, num_train: int = 80, num_val: int = 20, seed: int = 0) -> Path:
+def make_ade20k_demo(root: str, num_train: int = 80, num_val: int = 20, seed: int = 0,
+                     image_size: Size = None) -> Path:
     """Write ``root/images/{training,validation}/*.jpg`` and ``root/annotations/.../*.png``."""
     from mmseg.datasets import ADE20KDataset
     root_path = Path(root)
+    stamp = _stamp(num_train, num_val, seed, image_size)
     with _exclusive(root_path):
-        if not _is_current(root_path, num_train, num_val, seed):
-            _write_ade20k(root_path, ADE20KDataset.METAINFO['classes'], num_train, num_val, seed)
+        if not _is_current(root_path, stamp):
+            _write_ade20k(root_path, ADE20KDataset.METAINFO['classes'], num_train, num_val, seed,
+                          image_size)
+            _mark(root_path, stamp)
     return root_path
 
 
-def _write_ade20k(root_path: Path, classes, num_train: int, num_val: int, seed: int) -> None:
+def _write_ade20k(root_path: Path, classes, num_train: int, num_val: int, seed: int,
+                  image_size: Size) -> None:
     rng = np.random.RandomState(seed)
     # label value k is ADE20K class k (1-based); 0 is "other", ignored with reduce_zero_label
     class_index = {name: classes.index(name) + 1 for name in [*SEG_BACKGROUND, *SEG_OBJECTS]}
@@ -156,11 +176,10 @@ def _write_ade20k(root_path: Path, classes, num_train: int, num_val: int, seed: 
         img_dir.mkdir(parents=True, exist_ok=True)
         ann_dir.mkdir(parents=True, exist_ok=True)
         for index in range(count):
-            img, label = _ade_sample(rng, class_index)
+            img, label = _ade_sample(rng, class_index, image_size)
             stem = f'ADE_{split[:5]}_{index:08d}'
             cv2.imwrite(str(img_dir / f'{stem}.jpg'), img, [cv2.IMWRITE_JPEG_QUALITY, 95])
             cv2.imwrite(str(ann_dir / f'{stem}.png'), label)
-    _mark(root_path, num_train, num_val, seed)
 
 
 @contextlib.contextmanager
@@ -175,14 +194,17 @@ def _exclusive(root: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _stamp(num_train: int, num_val: int, seed: int) -> str:
-    return json.dumps(dict(version=DATA_VERSION, train=num_train, val=num_val, seed=seed))
+def _stamp(num_train: int, num_val: int, seed: int, image_size: Size) -> str:
+    stamp = dict(version=DATA_VERSION, train=num_train, val=num_val, seed=seed)
+    if image_size is not None:
+        stamp['image_size'] = list(image_size)
+    return json.dumps(stamp)
 
 
-def _is_current(root: Path, num_train: int, num_val: int, seed: int) -> bool:
+def _is_current(root: Path, stamp: str) -> bool:
     marker = root / 'DEMO_DATA.json'
-    return marker.exists() and marker.read_text() == _stamp(num_train, num_val, seed)
+    return marker.exists() and marker.read_text() == stamp
 
 
-def _mark(root: Path, num_train: int, num_val: int, seed: int) -> None:
-    (root / 'DEMO_DATA.json').write_text(_stamp(num_train, num_val, seed))
+def _mark(root: Path, stamp: str) -> None:
+    (root / 'DEMO_DATA.json').write_text(stamp)

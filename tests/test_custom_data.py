@@ -299,3 +299,16 @@ def test_diverging_run_stops_with_iteration_and_images(tmp_path):
     assert re.search(r'Non-finite loss at iteration \d+ \(epoch 1\): .*Images of the batch: '
                      rf'{tmp_path}/data/train/\d+\.jpg', message), message
     assert not list((tmp_path / 'work').glob('*.pth'))
+
+
+def test_demo_data_at_one_image_size(tmp_path):
+    """``image_size`` (H, W) gives every generated image and label map that size, the COCO
+    annotations too; asking for another size generates the data again."""
+    coco = make_coco_demo(str(tmp_path / 'coco'), 0, 2, image_size=(60, 100))
+    ann = json.loads((coco / 'annotations' / 'instances_val2017.json').read_text())
+    assert [(i['height'], i['width']) for i in ann['images']] == [(60, 100)] * 2
+    assert cv2.imread(str(coco / 'val2017' / ann['images'][1]['file_name'])).shape == (60, 100, 3)
+    for size in ((50, 70), (40, 70)):
+        ade = make_ade20k_demo(str(tmp_path / 'ade'), 0, 2, image_size=size)
+        maps = sorted((ade / 'annotations' / 'validation').glob('*.png'))
+        assert [cv2.imread(str(m), cv2.IMREAD_UNCHANGED).shape for m in maps] == [size] * 2

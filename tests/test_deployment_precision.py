@@ -15,7 +15,8 @@ from evit_mm.config import load_config
 from evit_mm.demo_data import make_ade20k_demo
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.deploy_config import check_segmentation_output, read_deploy_config
-from evit_mm.deployment.evaluate import ImageEvaluator, sample_test_images
+from evit_mm.deployment.evaluate import (ImageEvaluator, main_metrics, reference_config,
+                                         run_test, sample_test_images)
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
 from evit_mm.deployment.quantize import (BF16_FLAGS, calibration_dataset_cfg, calibration_images,
                                          precision_support, quantize_int8)
@@ -651,6 +652,12 @@ def test_validation_scores_a_model_that_detects_nothing_zero(tmp_path, pseudo_la
     assert [image['coco/bbox_mAP'] for image in each] == pytest.approx([100, 100], abs=0.5)
     found, each = evaluator(_DetectsNothing(exported.pair.model), [0, 3], each=True)
     assert found == {'coco/bbox_mAP': 0.0} and each == [found, found]
+    # its first validation too, and a test run (tools/deployment/test.py, benchmark.py)
+    first = ImageEvaluator(load_config(str(config), pretrained=False))
+    assert first(_DetectsNothing(exported.pair.model), [1])[0] == {'coco/bbox_mAP': 0.0}
+    cfg = reference_config(load_config(str(config), pretrained=False))
+    metrics, _ = run_test(_DetectsNothing(exported.pair.model), cfg, str(tmp_path / 'nothing'))
+    assert main_metrics(metrics, 'mmdet') == {'coco/bbox_mAP': 0.0}
 
 
 def test_benchmark_gives_every_runtime_its_metric_and_speed_and_reuses_its_files(

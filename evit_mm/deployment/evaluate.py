@@ -55,6 +55,20 @@ def main_metrics(metrics: Dict[str, float], framework: str) -> Dict[str, float]:
     return found
 
 
+def with_nothing_detected(evaluator, metrics: Dict[str, float]) -> Dict[str, float]:
+    """``metrics`` with 0 for each mAP that mmdet's CocoMetric leaves out when nothing was
+    detected on any image (it logs that the results are empty and gives no metric): a
+    detector that finds nothing scores 0 points."""
+    zeros = {}
+    for metric in evaluator.metrics:
+        if type(metric).__module__.startswith('mmdet'):
+            from mmdet.evaluation import CocoMetric
+            if isinstance(metric, CocoMetric):
+                zeros.update({f'{metric.prefix}/{kind}_mAP': 0.0 for kind in metric.metrics
+                              if kind in ('bbox', 'segm')})
+    return {**zeros, **metrics}
+
+
 def _test_pipelines(cfg: Config) -> List[list]:
     """The test pipelines of ``cfg``: each test dataset's (Repeat, Concat & co unwrapped) and
     ``test_pipeline``."""
@@ -212,30 +226,24 @@ class ImageEvaluator:
         with DefaultScope.overwrite_default_scope(self.framework):
             self.evaluator = Evaluator(copy.deepcopy(cfg.test_evaluator))
         self.evaluator.dataset_meta = self.dataset.metainfo
-        self.keys: Optional[Tuple[str, ...]] = None  # the main metrics, from the first call
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def _metrics(self, batches: List[Tuple[dict, list]]) -> Dict[str, float]:
-        """The main metrics (points) of the predictions ``batches`` hold. Total once the
-        metrics are known (after the first call): a metric the evaluator does not give for
-        these predictions (mmdet's CocoMetric when nothing was detected), or gives as
-        undefined (-1), counts 0."""
+        """The main metrics (points) of the predictions ``batches`` hold, total: a metric
+        left out because nothing was detected, or given as undefined (-1), counts 0."""
         only_these_images(self.evaluator,
                           [sample.metainfo.get('img_id') for _, outputs in batches
                            for sample in outputs])
         for batch, outputs in batches:
             self.evaluator.process(data_samples=outputs, data_batch=batch)
         metrics = self.evaluator.evaluate(len(batches))
-        numbers_only = {k: v for k, v in metrics.items() if isinstance(v, numbers.Real)}
-        if self.keys is None:  # the first call names them (and stops if there are none)
-            self.keys = tuple(main_metrics(numbers_only, self.framework))
-        points = main_metrics(dict(numbers_only, **{key: 0.0 for key in self.keys
-                                                    if key not in numbers_only}),
-                              self.framework)
+        points = main_metrics(with_nothing_detected(
+            self.evaluator, {k: v for k, v in metrics.items() if isinstance(v, numbers.Real)}),
+            self.framework)
         # COCO's -1 (an image with nothing to find) also counts 0, detections there or not
-        return {key: max(points[key], 0.0) for key in self.keys}
+        return {key: max(value, 0.0) for key, value in points.items()}
 
     def __call__(self, model: torch.nn.Module, indices: Sequence[int], each: bool = False
                  ) -> Tuple[Dict[str, float], Optional[List[Dict[str, float]]]]:
@@ -278,6 +286,7 @@ def run_test(model: torch.nn.Module, cfg: Config, work_dir: str,
     if images is not None and images.indices is not None:
         runner.register_hook(OnlyTheseImagesHook(images.img_ids))
     metrics = runner.test()
+    metrics = with_nothing_detected(runner.test_loop.evaluator, metrics)
     speed = dict(speed_hook.speed, fused=True)
     return {k: float(v) for k, v in metrics.items() if isinstance(v, numbers.Real)}, speed
 
