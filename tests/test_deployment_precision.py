@@ -623,6 +623,12 @@ def test_metric_images_scores_a_sample_as_its_own_annotation_file_would(tmp_path
                       'test_dataloader = dict(dataset=dict(indices=[1, 2, 3]))\n')
     images = sample_test_images(load_config(str(subset), pretrained=False), 2)
     assert (images.indices, images.img_ids) == ([1, 3], [coco['images'][i]['id'] for i in (1, 3)])
+    # mmengine's integer indices: the first N images, or (negative) the last -N
+    for kept, expected in ((3, [0, 2]), (-3, [1, 3]), (-9, [0, 3])):
+        subset.write_text(f"_base_ = '{config}'\n"
+                          f'test_dataloader = dict(dataset=dict(indices={kept}))\n')
+        images = sample_test_images(load_config(str(subset), pretrained=False), 2)
+        assert images.indices == expected, kept
     with pytest.raises(DeployError, match=r'^--metric-images -2: give a number of test images'):
         sample_test_images(load_config(str(config), pretrained=False), -2)
 
