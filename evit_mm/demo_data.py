@@ -66,7 +66,7 @@ Size = Optional[Tuple[int, int]]
 def _size(rng: np.random.RandomState, low: int, high: int, image_size: Size) -> Tuple[int, int]:
     """``image_size``, or a random (H, W) in ``[low, high]``."""
     if image_size is not None:
-        return image_size
+        return int(image_size[0]), int(image_size[1])
     return int(rng.randint(low, high + 1)), int(rng.randint(low, high + 1))
 
 
@@ -197,7 +197,7 @@ def _exclusive(root: Path):
 def _stamp(num_train: int, num_val: int, seed: int, image_size: Size) -> str:
     stamp = dict(version=DATA_VERSION, train=num_train, val=num_val, seed=seed)
     if image_size is not None:
-        stamp['image_size'] = list(image_size)
+        stamp['image_size'] = [int(side) for side in image_size]
     return json.dumps(stamp)
 
 

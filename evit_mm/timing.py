@@ -136,10 +136,12 @@ def environment(device: str) -> dict:
 
 
 def time_interleaved(fns: Dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
-                     device: str = 'cpu') -> Dict[str, List[float]]:
-    """Seconds per call of each function, timed in alternation so drift hits all alike."""
+                     device: str = 'cpu', grad_mode: Callable = torch.inference_mode
+                     ) -> Dict[str, List[float]]:
+    """Seconds per call of each function, timed in alternation so drift hits all alike, under
+    ``grad_mode`` (``torch.no_grad`` as mmengine's test loop)."""
     times: Dict[str, List[float]] = {name: [] for name in fns}
-    with torch.inference_mode():
+    with grad_mode():
         for r in range(warmup + rounds):
             for name, fn in fns.items():
                 seconds = _timed(fn, device)

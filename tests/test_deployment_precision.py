@@ -16,7 +16,7 @@ from evit_mm.demo_data import make_ade20k_demo
 from evit_mm.deployment import deploy as deploy_module
 from evit_mm.deployment.deploy_config import check_segmentation_output, read_deploy_config
 from evit_mm.deployment.evaluate import (ImageEvaluator, main_metrics, reference_config,
-                                         run_test, sample_test_images)
+                                         run_test, sample_test_images, with_nothing_detected)
 from evit_mm.deployment.parity import Tolerances, compare_instances, compare_results
 from evit_mm.deployment.quantize import (BF16_FLAGS, calibration_dataset_cfg, calibration_images,
                                          precision_support, quantize_int8)
@@ -807,3 +807,26 @@ def test_benchmark_int8_method_replaces_the_deploy_configs(pseudo_labelled, tmp_
         bench.benchmark(str(config), exported.checkpoint, str(tmp_path / 'b'), int8_method='qat')
     with pytest.raises(DeployError, match=r'--rounds 0: time at least one round'):
         bench.benchmark(str(config), exported.checkpoint, str(tmp_path / 'b'), rounds=0)
+
+
+def test_nothing_detected_fills_only_a_coco_metric_that_gave_nothing(tmp_path):
+    """0 points for the mAPs of a CocoMetric that gave no metric (nothing detected), never for
+    one that gave some, was asked for other items, only formats results, or is LVIS's."""
+    from types import SimpleNamespace
+
+    from mmdet.evaluation import CocoMetric, LVISMetric
+
+    def filled(metric, metrics):
+        return with_nothing_detected(SimpleNamespace(metrics=[metric]), metrics)
+
+    both = CocoMetric(metric=['bbox', 'segm'])
+    assert filled(both, {}) == {'coco/bbox_mAP': 0.0, 'coco/segm_mAP': 0.0}
+    found = {'coco/bbox_mAP': 0.3, 'coco/segm_mAP': 0.2}
+    assert filled(both, found) == found
+    assert filled(CocoMetric(metric='bbox', prefix='val'), {}) == {'val/bbox_mAP': 0.0}
+    assert filled(CocoMetric(metric='bbox', metric_items=['mAP_50']),
+                  {'coco/bbox_mAP_50': 0.5}) == {'coco/bbox_mAP_50': 0.5}
+    assert filled(CocoMetric(format_only=True, outfile_prefix=str(tmp_path / 'r')), {}) == {}
+    lvis = LVISMetric.__new__(LVISMetric)  # its constructor needs the lvis package
+    lvis.__dict__.update(both.__dict__)
+    assert filled(lvis, {}) == {}

@@ -140,7 +140,8 @@ def benchmark(model_cfg_path: str, checkpoint: str, work_dir: str,
                     rows.append(dict(name=name, **row))
                 except DeployError as err:
                     rows.append(dict(name=name, not_run=str(err)))
-        say(f'[evit_mm benchmark] timing {", ".join(timed)} in alternation ...')
+        if timed:
+            say(f'[evit_mm benchmark] timing {", ".join(timed)} in alternation ...')
         seconds, count = _time_in_alternation(timed, images, rounds)
     for row in rows:
         if row['name'] in seconds:
@@ -157,6 +158,7 @@ def benchmark(model_cfg_path: str, checkpoint: str, work_dir: str,
     record = dict(model_config=model_cfg_path, checkpoint=checkpoint, framework=framework,
                   images=images.describe(), rows=rows,
                   timing=dict(images=count, rounds=rounds, warmup_rounds=1),
+                  int8_method=int8_method or 'as the int8 deploy config',
                   input=(f'test resize {scale[0][0]}x{scale[0][1]} (keep_ratio={scale[1]}), '
                          'each image at its own size' if scale else 'each image at its own size'),
                   date=datetime.date.today().isoformat(), **environment('cpu'))
@@ -223,13 +225,13 @@ def _timed_batches(cfg: Config, images, count: int) -> list:
 def _time_in_alternation(timed: Dict[str, Tuple[torch.nn.Module, Config]], images,
                          rounds: int) -> Tuple[Dict[str, float], int]:
     """Median seconds of each model's ``test_step`` over the same timed images, the models in
-    alternation; and how many images a round has."""
-    count = min(TIMED_IMAGES, images.count)
-    calls = {}
+    alternation, without gradients as mmengine's test loop; and how many images a round has."""
+    calls, count = {}, 0
     for name, (model, cfg) in timed.items():
-        batches = _timed_batches(cfg, images, count)
+        batches = _timed_batches(cfg, images, TIMED_IMAGES)
         calls[name] = lambda model=model, batches=batches: [model.test_step(b) for b in batches]
-    seconds = time_interleaved(calls, rounds, warmup=1)
+        count = len(batches)
+    seconds = time_interleaved(calls, rounds, warmup=1, grad_mode=torch.no_grad)
     return {name: statistics.median(values) for name, values in seconds.items()}, count
 
 

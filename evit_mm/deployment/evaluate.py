@@ -20,6 +20,7 @@ import json
 import numbers
 import os
 import os.path as osp
+import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -56,16 +57,21 @@ def main_metrics(metrics: Dict[str, float], framework: str) -> Dict[str, float]:
 
 
 def with_nothing_detected(evaluator, metrics: Dict[str, float]) -> Dict[str, float]:
-    """``metrics`` with 0 for each mAP that mmdet's CocoMetric leaves out when nothing was
-    detected on any image (it logs that the results are empty and gives no metric): a
-    detector that finds nothing scores 0 points."""
+    """``metrics`` with 0 for the mAPs that mmdet's CocoMetric leaves out when nothing was
+    detected on any image (it logs that the results are empty and gives no metric of its
+    own): a detector that finds nothing scores 0 points. A CocoMetric that gave any metric,
+    only formats results, or was asked for other items is left as it is."""
+    if 'mmdet' not in sys.modules:
+        return metrics
+    from mmdet.evaluation import CocoMetric
     zeros = {}
     for metric in evaluator.metrics:
-        if type(metric).__module__.startswith('mmdet'):
-            from mmdet.evaluation import CocoMetric
-            if isinstance(metric, CocoMetric):
-                zeros.update({f'{metric.prefix}/{kind}_mAP': 0.0 for kind in metric.metrics
-                              if kind in ('bbox', 'segm')})
+        if (type(metric).compute_metrics is CocoMetric.compute_metrics  # not LVIS's
+                and not metric.format_only
+                and (metric.metric_items is None or 'mAP' in metric.metric_items)
+                and not any(key.startswith(f'{metric.prefix}/') for key in metrics)):
+            zeros.update({f'{metric.prefix}/{kind}_mAP': 0.0 for kind in metric.metrics
+                          if kind in ('bbox', 'segm')})
     return {**zeros, **metrics}
 
 
