@@ -293,8 +293,8 @@ def test_non_finite_loss_stops_and_is_never_saved():
 
 
 def test_diverging_run_stops_with_iteration_and_images(tmp_path):
-    """In its own process: run in-process after the deployment tests' OpenVINO and ONNX Runtime
-    sessions, this run segfaulted (reproduced at earlier commits, cause not found)."""
+    """tools/train.py in its own process, as a user runs it: a diverging run stops with the
+    iteration and the images of the batch, and saves nothing."""
     config = user_config(tmp_path, 'coco', coco_dataset(tmp_path / 'data'), DET_CLASSES,
                          (160, 160))
     result = train_cli(config, 'optim_wrapper.optimizer.lr=1e12', cwd=tmp_path)
