@@ -120,9 +120,9 @@ def _profile(case_cfg: str, checkpoint: str, rows: Dict[str, dict], threads: int
              work_root: str) -> Tuple[list, Dict[str, float]]:
     """The network input's shape, and milliseconds of the parts, timed in alternation on the
     first test image: backbones, the network without post-processing, the exported graphs."""
-    model = build_inference_model(case_cfg, checkpoint, fuse=True)[0]
-    detector = framework_of(load_config(case_cfg, pretrained=False)) == 'mmdet'
-    dataset = build_test_dataset(load_config(case_cfg, pretrained=False))
+    model, cfg, framework = build_inference_model(case_cfg, checkpoint, fuse=True)
+    detector = framework == 'mmdet'
+    dataset = build_test_dataset(cfg)
     prepared = [model.data_preprocessor(pseudo_collate([dataset[i]]), False) for i in range(4)]
     x, samples = prepared[0]['inputs'], prepared[0]['data_samples']
     feed = graph_feed(x, samples, detector)
@@ -132,8 +132,7 @@ def _profile(case_cfg: str, checkpoint: str, rows: Dict[str, dict], threads: int
         runner = export_backbone(model.backbone, x, osp.join(work_root, f'bb_{backend}'),
                                  backend, threads)
         fns[f'{backend} f32 backbone'] = lambda runner=runner: runner({'input': x})
-    graphs = {name: build_backend_model(load_config(case_cfg, pretrained=False),
-                                        read_deploy_config(rows[name]['deploy_config']),
+    graphs = {name: build_backend_model(cfg, read_deploy_config(rows[name]['deploy_config']),
                                         [rows[name]['file']], threads, model,
                                         spinning=False).wrapper
               for name in PROFILED if 'file' in rows.get(name, {})}

@@ -51,7 +51,8 @@ def precision_support(precision: str, flags: Optional[List[str]] = None) -> str:
         if precision == 'bf16' and any(f in flags for f in BF16_FLAGS) and not any(
                 f in usable for f in BF16_FLAGS):
             name, value = isa_cap()
-            raise DeployError(f'bf16: {name}={value} lets OpenVINO use only {", ".join(usable) or "none"} of this '
+            raise DeployError(f'bf16: {name}={value} lets OpenVINO use only '
+                              f'{", ".join(usable) or "none"} of this '
                               "CPU's units, so it would only emulate bf16. Unset it, or use "
                               'the f32 or int8 OpenVINO config.')
         flags = usable
